@@ -1,0 +1,44 @@
+//! Tessera's internal wire.
+//!
+//! Every service (meta, datanode) speaks the same protocol: one HTTP/2
+//! `POST /rpc` per call, a bincode body holding the service's `Request`, and a
+//! bincode reply holding its `Response`. Service-level errors live inside each
+//! service's `Response`; this crate's [`Error`] covers only the wire (connect,
+//! timeout, refused secret, undecodable bodies).
+//!
+//! - [`secret`]: the cluster secret every call must carry.
+//! - [`server`]: the accept loop ([`serve`]) and the [`Service`] trait handlers implement.
+//! - [`client`]: a pooled, multiplexed HTTP/2 client with per-call timeouts.
+//! - [`codec`]: the one place bodies are encoded and decoded, with size limits.
+//! - [`blocking`]: the one helper through which blocking work leaves the runtime.
+
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod secret;
+pub mod server;
+
+pub use client::{Client, Transport};
+pub use error::Error;
+pub use secret::Secret;
+pub use server::{Service, serve};
+
+/// Header carrying the cluster secret.
+pub const SECRET_HEADER: &str = "x-tessera-secret";
+
+/// Largest request or response body accepted on the wire (256 MiB).
+pub const MAX_BODY: usize = 256 << 20;
+
+/// Runs blocking work (redb transactions, large hashes, `std::fs`) off the
+/// async runtime. A panic in `f` is re-raised in the caller.
+pub async fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking task cancelled: {e}"),
+    }
+}

@@ -1,0 +1,126 @@
+//! The accept loop shared by every Tessera service.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::{MAX_BODY, SECRET_HEADER, Secret, codec};
+
+/// A service reachable over the internal wire. `handle` is a plain async
+/// function, testable without sockets; service errors travel inside
+/// `Response`.
+pub trait Service: Send + Sync + 'static {
+    type Request: DeserializeOwned + Serialize + Send + 'static;
+    type Response: Serialize + DeserializeOwned + Send + 'static;
+    /// Short name used in logs ("meta", "datanode").
+    const NAME: &'static str;
+
+    fn handle(&self, req: Self::Request) -> impl Future<Output = Self::Response> + Send;
+}
+
+/// HTTP/2 settings shared by server and client: large windows so that batch
+/// calls of several MiB are not throttled by flow control.
+pub(crate) const STREAM_WINDOW: u32 = 16 << 20;
+pub(crate) const CONN_WINDOW: u32 = 64 << 20;
+pub(crate) const MAX_FRAME: u32 = 1 << 20;
+
+/// Serves `service` on `listener` until `shutdown` resolves, then lets
+/// in-flight calls finish.
+pub async fn serve<S: Service>(
+    listener: TcpListener,
+    secret: Secret,
+    service: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let secret = Arc::new(secret);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(service = S::NAME, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let secret = secret.clone();
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .max_frame_size(MAX_FRAME)
+            .max_send_buf_size(4 << 20)
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| {
+                    let service = service.clone();
+                    let secret = secret.clone();
+                    async move { Ok::<_, Infallible>(dispatch(&*service, &secret, peer, req).await) }
+                }),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(service = S::NAME, %peer, error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+async fn dispatch<S: Service>(
+    service: &S,
+    secret: &Secret,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST || req.uri().path() != "/rpc" {
+        return reply(StatusCode::NOT_FOUND, "tessera rpc: POST /rpc only\n");
+    }
+    let presented = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
+    if !presented.is_some_and(|p| secret.matches(p)) {
+        // Never log what was presented: it may be a near-miss of the secret.
+        tracing::warn!(service = S::NAME, %peer, present = presented.is_some(), "refused a call without the cluster secret");
+        return reply(StatusCode::UNAUTHORIZED, "tessera rpc: bad or missing cluster secret\n");
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            tracing::warn!(service = S::NAME, %peer, error = %e, "unreadable request body");
+            return reply(StatusCode::BAD_REQUEST, format!("unreadable body: {e}\n"));
+        }
+    };
+    let request: S::Request = match codec::decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(service = S::NAME, %peer, error = %e, "malformed request");
+            return reply(StatusCode::BAD_REQUEST, format!("malformed request: {e}\n"));
+        }
+    };
+    let response = service.handle(request).await;
+    reply(StatusCode::OK, codec::encode(&response))
+}

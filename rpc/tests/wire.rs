@@ -1,0 +1,106 @@
+//! The wire against a real socket: calls, a wrong secret, garbage bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_rpc::{Error, Secret, Service, Transport, serve};
+use tokio::net::TcpListener;
+
+struct Echo;
+
+impl Service for Echo {
+    type Request = (u64, Vec<u8>);
+    type Response = Result<(u64, usize), String>;
+    const NAME: &'static str = "echo";
+
+    async fn handle(&self, (n, data): Self::Request) -> Self::Response {
+        if n == 0 {
+            return Err("zero".into());
+        }
+        if n == u64::MAX {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        Ok((n * 2, data.len()))
+    }
+}
+
+async fn start(secret: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let secret = Secret::new(secret).unwrap();
+    tokio::spawn(serve(listener, secret, Arc::new(Echo), async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+#[tokio::test]
+async fn calls_round_trip_and_multiplex() {
+    let (addr, _stop) = start("the-right-secret-123").await;
+    let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
+    let c = t.client::<Echo>(&addr, Duration::from_secs(5));
+    assert_eq!(c.call(&(21, vec![0; 3 << 20])).await.unwrap(), Ok((42, 3 << 20)));
+    assert_eq!(c.call(&(0, vec![])).await.unwrap(), Err("zero".to_string()));
+    let calls = (1..=64u64).map(|i| {
+        let c = c.clone();
+        async move { c.call(&(i, vec![1; 4096])).await.unwrap().unwrap().0 }
+    });
+    let got = futures_join(calls).await;
+    assert_eq!(got, (1..=64u64).map(|i| i * 2).collect::<Vec<_>>());
+}
+
+async fn futures_join<F: std::future::Future<Output = u64> + Send + 'static>(
+    fs: impl Iterator<Item = F>,
+) -> Vec<u64> {
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = vec![];
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn wrong_secret_is_refused() {
+    let (addr, _stop) = start("the-right-secret-123").await;
+    let t = Transport::new(Secret::new("the-wrong-secret-456").unwrap());
+    let c = t.client::<Echo>(&addr, Duration::from_secs(5));
+    assert!(matches!(c.call(&(1, vec![])).await, Err(Error::Unauthorized { .. })));
+}
+
+#[tokio::test]
+async fn timeout_and_dead_peer_are_errors() {
+    let (addr, _stop) = start("the-right-secret-123").await;
+    let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
+    let c = t.client::<Echo>(&addr, Duration::from_millis(200));
+    assert!(matches!(c.call(&(u64::MAX, vec![])).await, Err(Error::Timeout { .. })));
+    // A port nobody listens on.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = l.local_addr().unwrap().to_string();
+    drop(l);
+    let c = t.client::<Echo>(&dead, Duration::from_secs(2));
+    assert!(matches!(c.call(&(1, vec![])).await, Err(Error::Connect { .. })));
+}
+
+/// A malformed body gets 400 and the server keeps serving.
+#[tokio::test]
+async fn garbage_gets_an_error_reply_not_a_panic() {
+    let (addr, _stop) = start("the-right-secret-123").await;
+    // A service whose request type does not match the server's.
+    struct Other;
+    impl Service for Other {
+        type Request = String;
+        type Response = Result<(u64, usize), String>;
+        const NAME: &'static str = "other";
+        async fn handle(&self, _: String) -> Self::Response {
+            unreachable!()
+        }
+    }
+    let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
+    let bad = t.client::<Other>(&addr, Duration::from_secs(5));
+    let err = bad.call(&"\u{ff}".repeat(3)).await.unwrap_err();
+    assert!(matches!(err, Error::BadRequest { .. }), "{err:?}");
+    let good = t.client::<Echo>(&addr, Duration::from_secs(5));
+    assert_eq!(good.call(&(2, vec![])).await.unwrap(), Ok((4, 0)));
+}
