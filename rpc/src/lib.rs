@@ -10,11 +10,13 @@
 //! - [`server`]: the accept loop ([`serve`]) and the [`Service`] trait handlers implement.
 //! - [`client`]: a pooled, multiplexed HTTP/2 client with per-call timeouts.
 //! - [`codec`]: the one place bodies are encoded and decoded, with size limits.
+//! - [`group`]: group commit, one thread batching concurrent jobs.
 //! - [`blocking`]: the one helper through which blocking work leaves the runtime.
 
 pub mod client;
 pub mod codec;
 pub mod error;
+pub mod group;
 pub mod secret;
 pub mod server;
 

@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn validates_and_creates() {
-        assert!(matches!(Secret::new("short"), Err(SecretError::TooShort { len: 5 })));
+        assert!(matches!(
+            Secret::new("short"),
+            Err(SecretError::TooShort { len: 5 })
+        ));
         assert!(matches!(
             Secret::new("has a space in the middle"),
             Err(SecretError::BadCharacters)
@@ -132,6 +135,9 @@ mod tests {
         let a = Secret::load_or_create(&p).unwrap();
         let b = Secret::load_or_create(&p).unwrap();
         assert_eq!(a, b);
-        assert!(matches!(Secret::resolve(None, None), Err(SecretError::Missing)));
+        assert!(matches!(
+            Secret::resolve(None, None),
+            Err(SecretError::Missing)
+        ));
     }
 }

@@ -105,7 +105,10 @@ async fn dispatch<S: Service>(
     if !presented.is_some_and(|p| secret.matches(p)) {
         // Never log what was presented: it may be a near-miss of the secret.
         tracing::warn!(service = S::NAME, %peer, present = presented.is_some(), "refused a call without the cluster secret");
-        return reply(StatusCode::UNAUTHORIZED, "tessera rpc: bad or missing cluster secret\n");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "tessera rpc: bad or missing cluster secret\n",
+        );
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),

@@ -40,7 +40,10 @@ async fn calls_round_trip_and_multiplex() {
     let (addr, _stop) = start("the-right-secret-123").await;
     let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
     let c = t.client::<Echo>(&addr, Duration::from_secs(5));
-    assert_eq!(c.call(&(21, vec![0; 3 << 20])).await.unwrap(), Ok((42, 3 << 20)));
+    assert_eq!(
+        c.call(&(21, vec![0; 3 << 20])).await.unwrap(),
+        Ok((42, 3 << 20))
+    );
     assert_eq!(c.call(&(0, vec![])).await.unwrap(), Err("zero".to_string()));
     let calls = (1..=64u64).map(|i| {
         let c = c.clone();
@@ -66,7 +69,10 @@ async fn wrong_secret_is_refused() {
     let (addr, _stop) = start("the-right-secret-123").await;
     let t = Transport::new(Secret::new("the-wrong-secret-456").unwrap());
     let c = t.client::<Echo>(&addr, Duration::from_secs(5));
-    assert!(matches!(c.call(&(1, vec![])).await, Err(Error::Unauthorized { .. })));
+    assert!(matches!(
+        c.call(&(1, vec![])).await,
+        Err(Error::Unauthorized { .. })
+    ));
 }
 
 #[tokio::test]
@@ -74,13 +80,19 @@ async fn timeout_and_dead_peer_are_errors() {
     let (addr, _stop) = start("the-right-secret-123").await;
     let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
     let c = t.client::<Echo>(&addr, Duration::from_millis(200));
-    assert!(matches!(c.call(&(u64::MAX, vec![])).await, Err(Error::Timeout { .. })));
+    assert!(matches!(
+        c.call(&(u64::MAX, vec![])).await,
+        Err(Error::Timeout { .. })
+    ));
     // A port nobody listens on.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = l.local_addr().unwrap().to_string();
     drop(l);
     let c = t.client::<Echo>(&dead, Duration::from_secs(2));
-    assert!(matches!(c.call(&(1, vec![])).await, Err(Error::Connect { .. })));
+    assert!(matches!(
+        c.call(&(1, vec![])).await,
+        Err(Error::Connect { .. })
+    ));
 }
 
 /// A malformed body gets 400 and the server keeps serving.

@@ -1,0 +1,54 @@
+//! The `tessera meta` process.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use tessera_rpc::Secret;
+use tokio::net::TcpListener;
+
+use crate::api::service;
+use crate::settings::Settings;
+use crate::store::MetaStore;
+use crate::types::MetaError;
+
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    /// Directory holding `meta.redb`.
+    pub data: PathBuf,
+    /// Settings for a new cluster; an existing cluster refuses others.
+    pub settings: Option<Settings>,
+}
+
+/// Opens the store (creating the data directory) without serving it.
+pub async fn open(config: &MetaConfig) -> Result<MetaStore, MetaError> {
+    let config = config.clone();
+    tessera_rpc::blocking(move || {
+        std::fs::create_dir_all(&config.data)
+            .map_err(|e| MetaError::Storage(format!("{}: {e}", config.data.display())))?;
+        MetaStore::open(&config.data.join("meta.redb"), config.settings)
+    })
+    .await
+}
+
+/// Serves meta on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: MetaConfig,
+    listener: TcpListener,
+    secret: Secret,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MetaError> {
+    let store = open(&config).await?;
+    serve_store(store, listener, secret, shutdown).await;
+    Ok(())
+}
+
+/// Serves an already opened store.
+pub async fn serve_store(
+    store: MetaStore,
+    listener: TcpListener,
+    secret: Secret,
+    shutdown: impl Future<Output = ()>,
+) {
+    tracing::info!(settings = %store.settings(), addr = ?listener.local_addr().ok(), "meta serving");
+    tessera_rpc::serve(listener, secret, service(store), shutdown).await;
+}

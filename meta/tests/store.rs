@@ -1,0 +1,259 @@
+//! The meta store on a real redb file.
+
+use tessera_meta::store::{Change, Outcome};
+use tessera_meta::*;
+
+fn open(dir: &tempfile::TempDir) -> MetaStore {
+    MetaStore::open(&dir.path().join("meta.redb"), None).unwrap()
+}
+
+async fn inode(s: &MetaStore, c: Change) -> Result<Inode, MetaError> {
+    match s.apply(c).await? {
+        Outcome::Inode(i) => Ok(i),
+        o => panic!("expected an inode, got {o:?}"),
+    }
+}
+
+fn mkdir(parent: u64, name: &str) -> Change {
+    Change::Create {
+        parent,
+        name: name.into(),
+        kind: FileKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        target: None,
+        exclusive: true,
+    }
+}
+
+fn path(p: &str) -> Vec<String> {
+    p.split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+async fn register(s: &MetaStore, n: u32) {
+    for i in 0..n {
+        let c = Change::Register {
+            node_id: format!("n{i}"),
+            addr: format!("127.0.0.1:{}", 9000 + i),
+            slot: None,
+        };
+        assert_eq!(s.apply(c).await.unwrap(), Outcome::Slot(i));
+    }
+}
+
+async fn publish(s: &MetaStore, parent: u64, name: &str, size: u64) -> Inode {
+    let Outcome::Object { object, .. } = s.apply(Change::AllocObject { seed: 7 }).await.unwrap()
+    else {
+        panic!()
+    };
+    inode(
+        s,
+        Change::Publish {
+            parent,
+            name: name.into(),
+            object,
+            size,
+            mode: 0o644,
+            mtime: 5,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn namespace_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 3).await;
+    let a = inode(&s, mkdir(ROOT_INO, "a")).await.unwrap();
+    let b = inode(&s, mkdir(a.ino, "b")).await.unwrap();
+    assert!(matches!(
+        inode(&s, mkdir(ROOT_INO, "a")).await,
+        Err(MetaError::Exists(_))
+    ));
+    assert!(matches!(
+        inode(&s, mkdir(ROOT_INO, "x/y")).await,
+        Err(MetaError::InvalidName { .. })
+    ));
+    assert_eq!(s.resolve(path("/a/b")).await.unwrap().ino, b.ino);
+    assert!(matches!(s.resolve(path("/a/zz")).await, Err(MetaError::NotFound(p)) if p == "/a/zz"));
+
+    let f = publish(&s, b.ino, "f", 1000).await;
+    assert_eq!(f.size, 1000);
+    assert!(matches!(
+        s.resolve(path("/a/b/f/g")).await,
+        Err(MetaError::NotADirectory(_))
+    ));
+    let names: Vec<_> = s
+        .readdir(b.ino)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["f"]);
+
+    // Rmdir of a non-empty directory fails; moving a directory into itself fails.
+    assert!(matches!(
+        s.apply(Change::Rmdir {
+            parent: a.ino,
+            name: "b".into()
+        })
+        .await,
+        Err(MetaError::NotEmpty(_))
+    ));
+    let into_self = Change::Rename {
+        parent: ROOT_INO,
+        name: "a".into(),
+        new_parent: b.ino,
+        new_name: "a2".into(),
+        no_replace: false,
+    };
+    assert!(matches!(
+        s.apply(into_self).await,
+        Err(MetaError::Invalid(_))
+    ));
+
+    // Rename keeps the inode and its placement.
+    let mv = Change::Rename {
+        parent: b.ino,
+        name: "f".into(),
+        new_parent: ROOT_INO,
+        new_name: "g".into(),
+        no_replace: false,
+    };
+    let g = inode(&s, mv).await.unwrap();
+    assert_eq!((g.ino, g.object), (f.ino, f.object));
+    assert!(g.version > f.version);
+    assert!(s.resolve(path("/a/b/f")).await.is_err());
+
+    // Replacing content queues the old object for GC.
+    let g2 = publish(&s, ROOT_INO, "g", 10).await;
+    assert_eq!(g2.ino, g.ino);
+    assert_ne!(g2.object, g.object);
+    let gc = s.gc_list(10).await.unwrap();
+    assert_eq!(
+        gc.iter().map(|e| e.object).collect::<Vec<_>>(),
+        vec![g.object]
+    );
+
+    // Unlink queues the current object too; rmdir works once empty.
+    s.apply(Change::Unlink {
+        parent: ROOT_INO,
+        name: "g".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.gc_list(10).await.unwrap().len(), 2);
+    s.apply(Change::Rmdir {
+        parent: a.ino,
+        name: "b".into(),
+    })
+    .await
+    .unwrap();
+    assert!(s.readdir(a.ino).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_changes_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(&dir);
+        register(&s, 2).await;
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    inode(&s, mkdir(ROOT_INO, &format!("d{i}")))
+                        .await
+                        .unwrap()
+                        .ino
+                })
+            })
+            .collect();
+        let mut inos = vec![];
+        for t in tasks {
+            inos.push(t.await.unwrap());
+        }
+        inos.sort();
+        inos.dedup();
+        assert_eq!(inos.len(), 200);
+    }
+    let s = open(&dir);
+    assert_eq!(s.readdir(ROOT_INO).await.unwrap().len(), 200);
+    assert_eq!(s.ring().await.unwrap().slots.len(), 2);
+}
+
+#[tokio::test]
+async fn settings_are_fixed_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("meta.redb");
+    let bad = Settings {
+        replicas: 3,
+        write_quorum: 1,
+        read_quorum: 1,
+    };
+    assert!(matches!(
+        MetaStore::open(&p, Some(bad)),
+        Err(MetaError::Settings(_))
+    ));
+    let three = Settings {
+        replicas: 3,
+        write_quorum: 2,
+        read_quorum: 2,
+    };
+    drop(MetaStore::open(&p, Some(three)).unwrap());
+    let err = MetaStore::open(&p, Some(Settings::default()))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("created with R=3 W=2 Q=2"),
+        "{err}"
+    );
+    assert_eq!(MetaStore::open(&p, None).unwrap().settings(), three);
+}
+
+#[tokio::test]
+async fn alloc_needs_enough_datanodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 1).await;
+    assert!(matches!(
+        s.apply(Change::AllocObject { seed: 1 }).await,
+        Err(MetaError::Settings(_))
+    ));
+    register_more(&s).await;
+    let Outcome::Object { object, generation } =
+        s.apply(Change::AllocObject { seed: 1 }).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(object.width, 2);
+    assert!(generation > 1);
+    // An abandoned upload goes to GC.
+    s.apply(Change::Abandon { object: object.id })
+        .await
+        .unwrap();
+    assert_eq!(s.gc_list(5).await.unwrap()[0].object, object);
+}
+
+async fn register_more(s: &MetaStore) {
+    let c = Change::Register {
+        node_id: "n1".into(),
+        addr: "127.0.0.1:9001".into(),
+        slot: None,
+    };
+    assert_eq!(s.apply(c).await.unwrap(), Outcome::Slot(1));
+    // The same node registering again keeps its slot.
+    let c = Change::Register {
+        node_id: "n1".into(),
+        addr: "127.0.0.1:9002".into(),
+        slot: None,
+    };
+    assert_eq!(s.apply(c).await.unwrap(), Outcome::Slot(1));
+}
