@@ -97,6 +97,13 @@ impl DatanodeClient {
         self.rpc.peer()
     }
 
+    /// The same client with another per-call timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        DatanodeClient {
+            rpc: self.rpc.with_timeout(timeout),
+        }
+    }
+
     async fn call(&self, req: &DatanodeRequest) -> Result<DatanodeReply, CallError> {
         Ok(self.rpc.call(req).await??)
     }

@@ -37,6 +37,8 @@ pub enum Change {
         uid: u32,
         gid: u32,
         target: Option<String>,
+        /// Placement seed for the file's future content.
+        seed: u64,
         /// Fail with `Exists` if the name is taken (else return what is there).
         exclusive: bool,
     },
@@ -75,10 +77,20 @@ pub enum Change {
         ino: u64,
     },
     /// Records a write into the current object that ended at `end`.
+    /// The first write into a file without content adopts `object`.
     CommitWrite {
         ino: u64,
-        object: u64,
+        object: ObjectRef,
         end: u64,
+        mtime: i64,
+    },
+    /// Replaces the content of `ino` with `object` if its content is still
+    /// `expect` (an object id); the old object goes to GC.
+    SwapObject {
+        ino: u64,
+        expect: u64,
+        object: ObjectRef,
+        size: u64,
         mtime: i64,
     },
     /// Makes `object` (fully written) the content of `parent/name`, creating
@@ -519,6 +531,7 @@ impl<'t> Tables<'t> {
                 uid,
                 gid,
                 target,
+                seed,
                 exclusive,
             } => {
                 validate_name(&name)?;
@@ -546,7 +559,10 @@ impl<'t> Tables<'t> {
                     ctime: now,
                     nlink: if kind == FileKind::Dir { 2 } else { 1 },
                     version: self.tick()?,
-                    object: ObjectRef::NONE,
+                    object: ObjectRef {
+                        seed,
+                        ..ObjectRef::NONE
+                    },
                     parent,
                     target,
                 };
@@ -681,7 +697,13 @@ impl<'t> Tables<'t> {
                 mtime,
             } => {
                 let mut inode = self.inode(ino)?;
-                if inode.object.id != object {
+                if inode.is_dir() {
+                    return Err(MetaError::IsADirectory(format!("inode {ino}")));
+                }
+                if inode.object.is_none() && !object.is_none() {
+                    inode.object = object;
+                    self.pending.remove(object.id).map_err(storage)?;
+                } else if inode.object.id != object.id {
                     return Err(MetaError::Conflict(format!("inode {ino}")));
                 }
                 inode.size = inode.size.max(end);
@@ -689,6 +711,33 @@ impl<'t> Tables<'t> {
                 inode.ctime = now;
                 inode.version = self.tick()?;
                 self.put(&inode)?;
+                Ok(Outcome::Inode(inode))
+            }
+            Change::SwapObject {
+                ino,
+                expect,
+                object,
+                size,
+                mtime,
+            } => {
+                let mut inode = self.inode(ino)?;
+                if inode.kind != FileKind::File {
+                    return Err(MetaError::IsADirectory(format!("inode {ino}")));
+                }
+                if inode.object.id != expect {
+                    return Err(MetaError::Conflict(format!("inode {ino}")));
+                }
+                let old = inode.object;
+                inode.object = object;
+                inode.size = size;
+                inode.mtime = mtime;
+                inode.ctime = now;
+                inode.version = self.tick()?;
+                self.put(&inode)?;
+                self.pending.remove(object.id).map_err(storage)?;
+                if old.id != object.id {
+                    self.queue_gc(old)?;
+                }
                 Ok(Outcome::Inode(inode))
             }
             Change::Publish {

@@ -23,6 +23,7 @@ fn mkdir(parent: u64, name: &str) -> Change {
         uid: 0,
         gid: 0,
         target: None,
+        seed: 0,
         exclusive: true,
     }
 }

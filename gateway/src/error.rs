@@ -1,0 +1,81 @@
+//! The gateway's one error type. Front ends map it to what people see in one
+//! function each (`to_errno`, `to_dav_error`); not-found, quorum loss and
+//! corruption stay distinguishable all the way up.
+
+use tessera_meta::MetaError;
+use tessera_meta::api::CallError;
+
+use crate::quorum::QuorumFailure;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    Exists(String),
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    /// A bad name or path: NUL, `..` escaping the root, a component over 255 bytes.
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} changed during this operation; try again")]
+    Conflict(String),
+    /// Fewer than the needed replicas could be reached.
+    #[error("{what}: {failure}")]
+    Unavailable {
+        what: String,
+        failure: QuorumFailure,
+    },
+    /// Replicas answered, but none holds a valid copy.
+    #[error("object {object} block {index}: no valid replica ({detail})")]
+    Corrupt {
+        object: u64,
+        index: u64,
+        detail: String,
+    },
+    #[error("metadata service unavailable: {0}")]
+    MetaUnavailable(String),
+    #[error("not enough datanodes: {0}")]
+    NoSpace(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<MetaError> for Error {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NotFound(p) => Error::NotFound(p),
+            MetaError::Exists(p) => Error::Exists(p),
+            MetaError::NotEmpty(p) => Error::NotEmpty(p),
+            MetaError::NotADirectory(p) => Error::NotADirectory(p),
+            MetaError::IsADirectory(p) => Error::IsADirectory(p),
+            MetaError::InvalidName { name, reason } => {
+                Error::InvalidPath(format!("{name:?}: {reason}"))
+            }
+            MetaError::Invalid(m) => Error::Invalid(m),
+            MetaError::Conflict(m) => Error::Conflict(m),
+            MetaError::Settings(m) => Error::NoSpace(m),
+            MetaError::Storage(m) => Error::Internal(format!("meta: {m}")),
+        }
+    }
+}
+
+impl From<CallError> for Error {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Meta(m) => m.into(),
+            CallError::Rpc(r) => Error::MetaUnavailable(r.to_string()),
+            CallError::Unexpected(what) => {
+                Error::Internal(format!("unexpected meta reply to {what}"))
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

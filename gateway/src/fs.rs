@@ -1,0 +1,490 @@
+//! `Fs`: the file-system API every front end calls (WebDAV now, FUSE and the
+//! CLI later). Namespace calls go to meta; content goes through [`BlockIo`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tessera_datanode::Block;
+use tessera_meta::store::{Change, Outcome};
+use tessera_meta::{FileKind, Inode, MetaClient, ObjectRef, SetAttr, now_ns};
+use tessera_rpc::Transport;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::io::{BlockIo, RetryPolicy, Stats};
+use crate::path::split_path;
+use crate::reader::FileReader;
+use crate::repair::{self, RepairQueue};
+use crate::ring::{RingCache, RingView};
+use crate::stripe::{self, BLOCK_SIZE};
+use crate::writer::{ObjectWriter, Target};
+
+/// Tunables of a gateway.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// Timeout of one datanode call.
+    pub datanode_timeout: Duration,
+    /// Blocks per chunk of a streamed write or read (4 MiB by default).
+    pub chunk_blocks: usize,
+    /// Chunks of one stream in flight at once.
+    pub inflight_chunks: usize,
+    pub retry: RetryPolicy,
+    /// How long a replaced or deleted object stays readable before GC deletes
+    /// it (readers that opened the old version keep working meanwhile).
+    pub gc_grace: Duration,
+    pub gc_interval: Duration,
+    /// Uploads neither published nor abandoned after this long are collected.
+    pub pending_ttl: Duration,
+    pub ring_refresh: Duration,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            datanode_timeout: Duration::from_secs(10),
+            chunk_blocks: 8192,
+            inflight_chunks: 4,
+            retry: RetryPolicy::default(),
+            gc_grace: Duration::from_secs(120),
+            gc_interval: Duration::from_secs(5),
+            pending_ttl: Duration::from_secs(6 * 3600),
+            ring_refresh: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Fs {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) meta: MetaClient,
+    pub(crate) io: BlockIo,
+    pub(crate) options: FsOptions,
+    /// Serialises read-modify-write of the same inode within this gateway.
+    write_locks: Vec<tokio::sync::Mutex<()>>,
+    repair_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Vec<repair::RepairJob>>>>,
+}
+
+impl Fs {
+    /// Connects to meta at `meta_addr` and loads the ring.
+    pub async fn connect(meta_addr: &str, transport: Transport, options: FsOptions) -> Result<Fs> {
+        let meta = MetaClient::new(&transport, meta_addr);
+        let ring =
+            Arc::new(RingCache::load(meta.clone(), transport, options.datanode_timeout).await?);
+        let (repair, repair_rx) = RepairQueue::new();
+        let io = BlockIo {
+            ring,
+            stats: Arc::new(Stats::default()),
+            repair,
+            retry: options.retry,
+        };
+        Ok(Fs {
+            inner: Arc::new(Inner {
+                meta,
+                io,
+                options,
+                write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+                repair_rx: std::sync::Mutex::new(Some(repair_rx)),
+            }),
+        })
+    }
+
+    /// Starts the background workers (repair, GC, ring refresh); they stop
+    /// when `shutdown` is cancelled. Call once.
+    pub fn start_background(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(rx) = self.inner.repair_rx.lock().expect("repair lock").take() {
+            let s = shutdown.clone();
+            tasks.push(tokio::spawn(repair::run_worker(
+                self.inner.io.ring.clone(),
+                self.inner.io.stats.clone(),
+                rx,
+                async move { s.cancelled().await },
+            )));
+        }
+        tasks.push(tokio::spawn(crate::gc::run(self.clone(), shutdown.clone())));
+        let ring = self.inner.io.ring.clone();
+        let every = self.inner.options.ring_refresh;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => { ring.refresh().await; }
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }));
+        tasks
+    }
+
+    pub fn meta(&self) -> &MetaClient {
+        &self.inner.meta
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.io.stats
+    }
+
+    pub fn ring(&self) -> Arc<RingView> {
+        self.inner.io.ring.get()
+    }
+
+    pub fn options(&self) -> &FsOptions {
+        &self.inner.options
+    }
+
+    // ----- namespace -----
+
+    pub async fn resolve(&self, path: &str) -> Result<Inode> {
+        Ok(self.inner.meta.resolve(split_path(path)?).await?)
+    }
+
+    /// The directory holding `path` and the last component's name.
+    pub async fn parent_of(&self, path: &str) -> Result<(Inode, String)> {
+        let mut parts = split_path(path)?;
+        let name = parts
+            .pop()
+            .ok_or_else(|| Error::Invalid("the root has no parent".into()))?;
+        let parent = self.inner.meta.resolve(parts).await?;
+        if !parent.is_dir() {
+            return Err(Error::NotADirectory(path.to_string()));
+        }
+        Ok((parent, name))
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Inode> {
+        Ok(self.inner.meta.lookup(parent, name).await?)
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Inode> {
+        Ok(self.inner.meta.getattr(ino).await?)
+    }
+
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Inode)>> {
+        Ok(self.inner.meta.readdir(ino).await?)
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Inode> {
+        self.create_node(parent, name, FileKind::Dir, mode, 0, true)
+            .await
+    }
+
+    /// Creates an empty file (or returns the existing one unless `exclusive`).
+    /// `seed` places its future content (see [`crate::placement::seed_for_path`]).
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        seed: u64,
+        exclusive: bool,
+    ) -> Result<Inode> {
+        self.create_node(parent, name, FileKind::File, mode, seed, exclusive)
+            .await
+    }
+
+    async fn create_node(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: FileKind,
+        mode: u32,
+        seed: u64,
+        exclusive: bool,
+    ) -> Result<Inode> {
+        let change = Change::Create {
+            parent,
+            name: name.to_string(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            target: None,
+            seed,
+            exclusive,
+        };
+        Ok(self.inner.meta.change_inode(change).await?)
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        let change = Change::Unlink {
+            parent,
+            name: name.to_string(),
+        };
+        self.inner.meta.change(change).await?;
+        Ok(())
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        let change = Change::Rmdir {
+            parent,
+            name: name.to_string(),
+        };
+        self.inner.meta.change(change).await?;
+        Ok(())
+    }
+
+    /// Atomic rename; the inode (and so its data placement) is kept.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<Inode> {
+        let change = Change::Rename {
+            parent,
+            name: name.to_string(),
+            new_parent,
+            new_name: new_name.to_string(),
+            no_replace,
+        };
+        Ok(self.inner.meta.change_inode(change).await?)
+    }
+
+    pub async fn setattr(&self, ino: u64, attr: SetAttr) -> Result<Inode> {
+        Ok(self
+            .inner
+            .meta
+            .change_inode(Change::SetAttr { ino, attr })
+            .await?)
+    }
+
+    // ----- content -----
+
+    /// Reads up to `len` bytes at `offset` of the content `inode` describes.
+    pub async fn read(&self, inode: &Inode, offset: u64, len: u64) -> Result<Bytes> {
+        let range = stripe::blocks_for_read(offset, len, inode.size);
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let chunk = self.inner.options.chunk_blocks as u64;
+        let mut parts = Vec::new();
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + chunk).min(range.end);
+            parts.push(self.inner.io.read(&inode.object, start..end));
+            start = end;
+        }
+        let end = offset.saturating_add(len).min(inode.size);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut index = range.start;
+        for blocks in futures::future::try_join_all(parts).await? {
+            for b in blocks {
+                append_block(&mut out, index, b.as_ref(), offset, end, inode.size);
+                index += 1;
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// A streaming reader over the content `inode` describes, with read-ahead.
+    pub fn reader(&self, inode: Inode) -> FileReader {
+        FileReader::new(self.clone(), inode)
+    }
+
+    /// A streaming writer that makes new content for `parent/name` and
+    /// publishes it atomically on [`ObjectWriter::finish`]. Readers see the old
+    /// content (or no file) until then.
+    pub async fn replace(
+        &self,
+        parent: u64,
+        name: &str,
+        seed: u64,
+        mode: u32,
+    ) -> Result<ObjectWriter> {
+        ObjectWriter::start(
+            self.clone(),
+            Target::Name {
+                parent,
+                name: name.to_string(),
+                mode,
+            },
+            seed,
+        )
+        .await
+    }
+
+    /// Like [`Fs::replace`], for an existing inode whose content is still `inode.object`.
+    pub async fn replace_inode(&self, inode: &Inode) -> Result<ObjectWriter> {
+        ObjectWriter::start(
+            self.clone(),
+            Target::Inode {
+                ino: inode.ino,
+                expect: inode.object.id,
+            },
+            inode.object.seed,
+        )
+        .await
+    }
+
+    /// Writes `data` at `offset` into the file `ino` in place
+    /// (read-modify-write of partial blocks), then commits size and mtime.
+    pub async fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<Inode> {
+        let _guard = self.inner.write_locks[(ino % 64) as usize].lock().await;
+        let inode = self.getattr(ino).await?;
+        if inode.kind != FileKind::File {
+            return Err(Error::IsADirectory(format!("inode {ino}")));
+        }
+        if data.is_empty() {
+            return Ok(inode);
+        }
+        let (object, generation) = if inode.object.is_none() {
+            self.alloc_object(inode.object.seed).await?
+        } else {
+            match self.inner.meta.change(Change::BeginWrite { ino }).await? {
+                Outcome::Generation(g) => (inode.object, g),
+                _ => return Err(Error::Internal("unexpected reply to BeginWrite".into())),
+            }
+        };
+        let spans = stripe::spans(offset, data.len());
+        let first = spans[0].index;
+        // Old content of the partial blocks at either end, if they survive.
+        let mut old: Vec<(u64, Bytes)> = Vec::new();
+        for s in [spans.first(), spans.last()].into_iter().flatten() {
+            if s.needs_read(inode.size) && !old.iter().any(|(i, _)| *i == s.index) {
+                let b = self.inner.io.read(&object, s.index..s.index + 1).await?;
+                let bytes = b
+                    .into_iter()
+                    .next()
+                    .flatten()
+                    .map(|b| b.data)
+                    .unwrap_or_default();
+                // Bytes past the old end of file are not content.
+                let keep = inode
+                    .size
+                    .saturating_sub(s.index * BLOCK_SIZE as u64)
+                    .min(bytes.len() as u64);
+                old.push((s.index, bytes.slice(..keep as usize)));
+            }
+        }
+        let len = data.len() as u64;
+        let data = Bytes::copy_from_slice(data);
+        let blocks = tessera_rpc::blocking(move || {
+            spans
+                .iter()
+                .map(|s| {
+                    let prior = old
+                        .iter()
+                        .find(|(i, _)| *i == s.index)
+                        .map(|(_, b)| b.as_ref())
+                        .unwrap_or(&[]);
+                    Block::new(
+                        generation,
+                        Bytes::from(stripe::merge(prior, s.start, &data[s.data.clone()])),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        self.inner.io.write(&object, first, blocks).await?;
+        let change = Change::CommitWrite {
+            ino,
+            object,
+            end: offset + len,
+            mtime: now_ns(),
+        };
+        Ok(self.inner.meta.change_inode(change).await?)
+    }
+
+    /// Sets the size of file `ino`. Growing exposes zeros. Shrinking copies
+    /// the kept bytes into a new object and swaps it in atomically, so no
+    /// stale byte past the new end can reappear if the file grows again.
+    pub async fn truncate(&self, ino: u64, size: u64) -> Result<Inode> {
+        let _guard = self.inner.write_locks[(ino % 64) as usize].lock().await;
+        let inode = self.getattr(ino).await?;
+        if inode.kind != FileKind::File {
+            return Err(Error::IsADirectory(format!("inode {ino}")));
+        }
+        if size >= inode.size {
+            let change = Change::Resize {
+                ino,
+                object: inode.object.id,
+                size,
+            };
+            return Ok(self.inner.meta.change_inode(change).await?);
+        }
+        let mut writer = ObjectWriter::start(
+            self.clone(),
+            Target::Inode {
+                ino,
+                expect: inode.object.id,
+            },
+            inode.object.seed,
+        )
+        .await?;
+        let mut reader = self.reader(inode);
+        let mut left = size;
+        while left > 0 {
+            let chunk = reader.read(left.min(4 << 20) as usize).await?;
+            if chunk.is_empty() {
+                return Err(Error::Internal(format!(
+                    "inode {ino}: content ended early while truncating"
+                )));
+            }
+            left -= chunk.len() as u64;
+            writer.write(chunk).await?;
+        }
+        writer.finish(Some(size)).await
+    }
+
+    /// Copies the content of `src` to `parent/name` (created or replaced atomically).
+    pub async fn copy_file(
+        &self,
+        src: &Inode,
+        parent: u64,
+        name: &str,
+        seed: u64,
+    ) -> Result<Inode> {
+        let mut writer = self.replace(parent, name, seed, src.mode).await?;
+        let mut reader = self.reader(src.clone());
+        loop {
+            let chunk = reader.read(4 << 20).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            writer.write(chunk).await?;
+        }
+        writer.finish(Some(src.size)).await
+    }
+
+    pub(crate) async fn alloc_object(&self, seed: u64) -> Result<(ObjectRef, u64)> {
+        match self.inner.meta.change(Change::AllocObject { seed }).await? {
+            Outcome::Object { object, generation } => Ok((object, generation)),
+            _ => Err(Error::Internal("unexpected reply to AllocObject".into())),
+        }
+    }
+}
+
+/// Appends the part of block `index` that falls in `[offset, end)` to `out`;
+/// a hole or a short last block reads as zeros up to the file size.
+pub(crate) fn append_block(
+    out: &mut Vec<u8>,
+    index: u64,
+    block: Option<&Block>,
+    offset: u64,
+    end: u64,
+    size: u64,
+) {
+    let bs = BLOCK_SIZE as u64;
+    let block_start = index * bs;
+    let block_len = (size - block_start).min(bs);
+    let from = offset.max(block_start) - block_start;
+    let to = end.min(block_start + block_len) - block_start;
+    if from >= to {
+        return;
+    }
+    let data = block.map(|b| b.data.as_ref()).unwrap_or(&[]);
+    let (from, to) = (from as usize, to as usize);
+    let have = data.len().min(to);
+    if from < have {
+        out.extend_from_slice(&data[from..have]);
+    }
+    out.resize(out.len() + (to - have.max(from)), 0);
+}

@@ -1,0 +1,90 @@
+//! Where blocks live: a pure function of the object and the block index.
+//!
+//! Replica `k` of block `i` of an object with seed `x` and stripe width `n`
+//! lives on ring slot `(x + i + k) mod n`: the first replica goes round-robin
+//! from a hash of the path, each further replica on the next slot.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use tessera_meta::ObjectRef;
+
+/// The slot of replica `k` of block `index`.
+pub fn slot(object: &ObjectRef, index: u64, k: u32) -> u32 {
+    let n = object.width.max(1) as u64;
+    ((object.seed % n + index % n + k as u64) % n) as u32
+}
+
+/// The slots holding block `index`, first replica first (`r` capped at the width).
+pub fn replicas(object: &ObjectRef, index: u64, r: u32) -> impl Iterator<Item = u32> + '_ {
+    (0..r.min(object.width.max(1))).map(move |k| slot(object, index, k))
+}
+
+/// The placement seed of a new file: 64 bits of SHA-256 of its path.
+pub fn seed_for_path(path: &str) -> u64 {
+    let d = Sha256::digest(path.as_bytes());
+    u64::from_le_bytes(d[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
+
+/// Groups `(index, replica k)` pairs by the slot that holds them, so each
+/// slot gets one batch.
+pub fn group_by_slot(
+    object: &ObjectRef,
+    wants: impl IntoIterator<Item = (u64, u32)>,
+) -> BTreeMap<u32, Vec<u64>> {
+    let mut out: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for (index, k) in wants {
+        out.entry(slot(object, index, k)).or_default().push(index);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(seed: u64, width: u32) -> ObjectRef {
+        ObjectRef { id: 1, seed, width }
+    }
+
+    #[test]
+    fn round_robin_from_the_seed() {
+        let o = obj(7, 3); // 7 mod 3 = 1
+        let firsts: Vec<u32> = (0..6).map(|i| slot(&o, i, 0)).collect();
+        assert_eq!(firsts, [1, 2, 0, 1, 2, 0]);
+        let seconds: Vec<u32> = (0..3).map(|i| slot(&o, i, 1)).collect();
+        assert_eq!(seconds, [2, 0, 1]);
+    }
+
+    #[test]
+    fn replicas_are_distinct_and_capped() {
+        for seed in [0, 1, 5, u64::MAX, u64::MAX - 1] {
+            for width in 1..8u32 {
+                let o = obj(seed, width);
+                for i in [0u64, 1, 2, 1000, u64::MAX] {
+                    let r: Vec<u32> = replicas(&o, i, 3).collect();
+                    assert_eq!(r.len(), 3.min(width) as usize);
+                    let mut d = r.clone();
+                    d.sort();
+                    d.dedup();
+                    assert_eq!(d.len(), r.len(), "seed {seed} width {width} index {i}");
+                    assert!(r.iter().all(|s| *s < width));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn load_is_even_over_slots() {
+        let o = obj(seed_for_path("/some/file"), 3);
+        let grouped = group_by_slot(&o, (0..3000u64).flat_map(|i| [(i, 0), (i, 1)]));
+        assert_eq!(grouped.len(), 3);
+        assert!(grouped.values().all(|v| v.len() == 2000));
+    }
+
+    #[test]
+    fn seeds_depend_on_the_path() {
+        assert_ne!(seed_for_path("/a"), seed_for_path("/b"));
+        assert_eq!(seed_for_path("/a"), seed_for_path("/a"));
+    }
+}

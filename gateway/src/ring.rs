@@ -1,0 +1,101 @@
+//! The gateway's view of the ring: one datanode client per slot, refreshed
+//! from meta.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tessera_datanode::DatanodeClient;
+use tessera_meta::{MetaClient, Ring, Settings};
+use tessera_rpc::Transport;
+
+/// Clients for every ring slot, by slot number.
+pub struct RingView {
+    pub settings: Settings,
+    pub nodes: Vec<Option<DatanodeClient>>,
+    pub ring: Ring,
+}
+
+impl RingView {
+    pub fn node(&self, slot: u32) -> Option<&DatanodeClient> {
+        self.nodes.get(slot as usize).and_then(|n| n.as_ref())
+    }
+
+    /// "slot 2 (127.0.0.1:4001)" for messages.
+    pub fn describe(&self, slot: u32) -> String {
+        match self.node(slot) {
+            Some(c) => format!("slot {slot} ({})", c.addr()),
+            None => format!("slot {slot} (empty)"),
+        }
+    }
+}
+
+pub struct RingCache {
+    meta: MetaClient,
+    transport: Transport,
+    timeout: Duration,
+    current: RwLock<Arc<RingView>>,
+}
+
+impl RingCache {
+    pub async fn load(
+        meta: MetaClient,
+        transport: Transport,
+        timeout: Duration,
+    ) -> Result<Self, crate::Error> {
+        let ring = meta.ring().await?;
+        let view = build(&transport, ring, timeout, None);
+        Ok(RingCache {
+            meta,
+            transport,
+            timeout,
+            current: RwLock::new(Arc::new(view)),
+        })
+    }
+
+    pub fn get(&self) -> Arc<RingView> {
+        self.current.read().expect("ring lock").clone()
+    }
+
+    /// Fetches the ring from meta; keeps the old view if meta is unreachable.
+    pub async fn refresh(&self) -> Arc<RingView> {
+        match self.meta.ring().await {
+            Ok(ring) => {
+                let old = self.get();
+                if old.ring == ring {
+                    return old;
+                }
+                tracing::info!(slots = ring.slots.len(), "ring changed");
+                let view = Arc::new(build(&self.transport, ring, self.timeout, Some(&old)));
+                *self.current.write().expect("ring lock") = view.clone();
+                view
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "ring refresh failed");
+                self.get()
+            }
+        }
+    }
+}
+
+fn build(transport: &Transport, ring: Ring, timeout: Duration, old: Option<&RingView>) -> RingView {
+    let len = ring
+        .slots
+        .iter()
+        .map(|s| s.slot as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut nodes: Vec<Option<DatanodeClient>> = vec![None; len];
+    for s in &ring.slots {
+        let reuse = old
+            .and_then(|o| o.node(s.slot))
+            .filter(|c| c.addr() == s.addr)
+            .cloned();
+        nodes[s.slot as usize] =
+            Some(reuse.unwrap_or_else(|| DatanodeClient::new(transport, &s.addr, timeout)));
+    }
+    RingView {
+        settings: ring.settings,
+        nodes,
+        ring,
+    }
+}

@@ -1,0 +1,186 @@
+//! Streaming writes of new content: bytes go into a fresh object in chunks
+//! (a few in flight, so memory stays bounded whatever the size), and the
+//! object is swapped into the file atomically only when all of it is on W
+//! replicas. An unfinished writer abandons its object to GC.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use tessera_datanode::Block;
+use tessera_meta::store::Change;
+use tessera_meta::{Inode, ObjectRef, now_ns};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::fs::Fs;
+use crate::stripe::BLOCK_SIZE;
+
+/// Where finished content goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Create `parent/name`, or replace the content of the file there.
+    Name {
+        parent: u64,
+        name: String,
+        mode: u32,
+    },
+    /// Replace the content of `ino` if it still is object `expect`.
+    Inode { ino: u64, expect: u64 },
+}
+
+pub struct ObjectWriter {
+    fs: Fs,
+    target: Target,
+    object: ObjectRef,
+    generation: u64,
+    buf: BytesMut,
+    next_index: u64,
+    size: u64,
+    inflight: VecDeque<JoinHandle<Result<()>>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for ObjectWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectWriter")
+            .field("target", &self.target)
+            .field("object", &self.object)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl ObjectWriter {
+    pub(crate) async fn start(fs: Fs, target: Target, seed: u64) -> Result<ObjectWriter> {
+        let (object, generation) = fs.alloc_object(seed).await?;
+        Ok(ObjectWriter {
+            fs,
+            target,
+            object,
+            generation,
+            buf: BytesMut::new(),
+            next_index: 0,
+            size: 0,
+            inflight: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// Bytes accepted so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn object(&self) -> ObjectRef {
+        self.object
+    }
+
+    fn chunk_bytes(&self) -> usize {
+        self.fs.options().chunk_blocks * BLOCK_SIZE
+    }
+
+    /// Appends `data`, sending full chunks to the datanodes; waits when too
+    /// many chunks are in flight.
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.done {
+            return Err(Error::Internal("write after finish".into()));
+        }
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(&data);
+        while self.buf.len() >= self.chunk_bytes() {
+            let chunk = self.buf.split_to(self.chunk_bytes()).freeze();
+            self.send(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, chunk: Bytes) -> Result<()> {
+        while self.inflight.len() >= self.fs.options().inflight_chunks.max(1) {
+            self.wait_one().await?;
+        }
+        let first = self.next_index;
+        self.next_index += chunk.len().div_ceil(BLOCK_SIZE) as u64;
+        let (fs, object, generation) = (self.fs.clone(), self.object, self.generation);
+        self.inflight.push_back(tokio::spawn(async move {
+            let blocks = tessera_rpc::blocking(move || {
+                chunk
+                    .chunks(BLOCK_SIZE)
+                    .map(|c| Block::new(generation, chunk.slice_ref(c)))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            fs.inner.io.write(&object, first, blocks).await
+        }));
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.pop_front() {
+            h.await
+                .map_err(|e| Error::Internal(format!("write task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left, waits for every chunk, and publishes the object.
+    /// With `expected`, a size mismatch (a short or long body) abandons the
+    /// upload instead, leaving the old content in place.
+    pub async fn finish(mut self, expected: Option<u64>) -> Result<Inode> {
+        if let Some(e) = expected
+            && e != self.size
+        {
+            return Err(Error::Invalid(format!(
+                "expected {e} bytes, received {}",
+                self.size
+            )));
+        }
+        if !self.buf.is_empty() {
+            let rest = self.buf.split().freeze();
+            self.send(rest).await?;
+        }
+        while !self.inflight.is_empty() {
+            self.wait_one().await?;
+        }
+        let change = match &self.target {
+            Target::Name { parent, name, mode } => Change::Publish {
+                parent: *parent,
+                name: name.clone(),
+                object: self.object,
+                size: self.size,
+                mode: *mode,
+                mtime: now_ns(),
+            },
+            Target::Inode { ino, expect } => Change::SwapObject {
+                ino: *ino,
+                expect: *expect,
+                object: self.object,
+                size: self.size,
+                mtime: now_ns(),
+            },
+        };
+        let inode = self.fs.meta().change_inode(change).await?;
+        self.done = true;
+        Ok(inode)
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        for h in self.inflight.drain(..) {
+            h.abort();
+        }
+        if self.done {
+            return;
+        }
+        // Not published: hand the object to GC (best effort; a crash leaves
+        // it to meta's reaping of old uploads).
+        let (meta, object) = (self.fs.meta().clone(), self.object.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = meta.change(Change::Abandon { object }).await {
+                    tracing::warn!(object, error = %e, "cannot abandon an unfinished upload");
+                }
+            });
+        }
+    }
+}
