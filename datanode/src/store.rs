@@ -60,7 +60,13 @@ impl BlockStore {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
-            .map_err(|e| storage(format!("{}: {e}", path.display())))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
+                    "{} is in use by another process (is another tessera running on this directory?)",
+                    path.display()
+                )),
+                e => storage(format!("{}: {e}", path.display())),
+            })?;
         let tx = db.begin_write().map_err(storage)?;
         let node_id = {
             tx.open_table(BLOCKS).map_err(storage)?;

@@ -1,1 +1,236 @@
-fn main() {}
+//! The `tessera` command: parses arguments and calls library functions.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tessera::{servers, up};
+use tessera_datanode::DatanodeConfig;
+use tessera_meta::Settings;
+use tessera_rpc::Secret;
+use tokio_util::sync::CancellationToken;
+
+/// Tessera: a distributed file system you mount over WebDAV or FUSE.
+#[derive(Parser)]
+#[command(name = "tessera", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct SecretArg {
+    /// File holding the cluster secret (16 characters at least).
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// The cluster secret itself (used when --secret-file is absent).
+    #[arg(
+        long = "secret",
+        env = "TESSERA_SECRET",
+        hide_env_values = true,
+        hide = true
+    )]
+    secret: Option<String>,
+}
+
+impl SecretArg {
+    fn resolve(&self) -> Result<Secret> {
+        Ok(Secret::resolve(
+            self.secret_file.as_deref(),
+            self.secret.as_deref(),
+        )?)
+    }
+}
+
+#[derive(Args, Clone)]
+struct SettingsArgs {
+    /// Copies of every block (R) for a new cluster [default: 2].
+    #[arg(long)]
+    replicas: Option<u32>,
+    /// Acknowledgements a write waits for (W) [default: 2].
+    #[arg(long)]
+    write_quorum: Option<u32>,
+    /// Replicas a read must hear from (Q) [default: 1].
+    #[arg(long)]
+    read_quorum: Option<u32>,
+}
+
+impl SettingsArgs {
+    /// `None` when no flag was given: an existing cluster keeps its own.
+    fn settings(&self) -> Result<Option<Settings>> {
+        if self.replicas.is_none() && self.write_quorum.is_none() && self.read_quorum.is_none() {
+            return Ok(None);
+        }
+        let d = Settings::default();
+        let s = Settings {
+            replicas: self.replicas.unwrap_or(d.replicas),
+            write_quorum: self.write_quorum.unwrap_or(d.write_quorum),
+            read_quorum: self.read_quorum.unwrap_or(d.read_quorum),
+        };
+        s.validate()
+            .map_err(|e| anyhow::anyhow!("impossible cluster settings: {e}"))?;
+        Ok(Some(s))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run meta, datanodes and a WebDAV gateway in one process.
+    Up {
+        /// Data directory.
+        #[arg(long, default_value = "tessera-data", env = "TESSERA_DATA")]
+        data: PathBuf,
+        /// Number of datanodes.
+        #[arg(long, default_value_t = 3)]
+        datanodes: u32,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Address to serve WebDAV on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        webdav: String,
+        /// Also FUSE-mount the file system here.
+        #[arg(long)]
+        mount: Option<PathBuf>,
+    },
+    /// Run the metadata service.
+    Meta {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: String,
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        secret: SecretArg,
+    },
+    /// Run a datanode.
+    Datanode {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: String,
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Address of the metadata service.
+        #[arg(long)]
+        meta: String,
+        /// Ring slot to take (replacing a node that is gone).
+        #[arg(long)]
+        slot: Option<u32>,
+        #[command(flatten)]
+        secret: SecretArg,
+    },
+    /// Run a WebDAV gateway.
+    Gateway {
+        /// Address of the metadata service.
+        #[arg(long)]
+        meta: String,
+        /// Address to serve WebDAV on.
+        #[arg(long)]
+        webdav: String,
+        #[command(flatten)]
+        secret: SecretArg,
+    },
+}
+
+/// Cancelled on Ctrl-C or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        eprintln!("tessera: shutting down");
+        t.cancel();
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,h2=warn,hyper=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("tessera: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let shutdown = shutdown_on_signals();
+    match cli.command {
+        Command::Up {
+            data,
+            datanodes,
+            settings,
+            webdav,
+            mount,
+        } => {
+            if let Some(m) = mount {
+                anyhow::bail!(
+                    "--mount {}: the FUSE front end is not built yet; use WebDAV (e.g. davfs2) for now",
+                    m.display()
+                );
+            }
+            let config = up::UpConfig {
+                data,
+                datanodes,
+                settings: settings.settings()?,
+                webdav,
+                ..Default::default()
+            };
+            up::run(config, shutdown, None).await
+        }
+        Command::Meta {
+            listen,
+            data,
+            settings,
+            secret,
+        } => {
+            servers::meta(
+                &listen,
+                data,
+                settings.settings()?,
+                secret.resolve()?,
+                shutdown,
+            )
+            .await
+        }
+        Command::Datanode {
+            listen,
+            data,
+            meta,
+            slot,
+            secret,
+        } => {
+            let mut config = DatanodeConfig::new(data, meta);
+            config.slot = slot;
+            servers::datanode(&listen, config, secret.resolve()?, shutdown).await
+        }
+        Command::Gateway {
+            meta,
+            webdav,
+            secret,
+        } => {
+            servers::gateway(
+                &meta,
+                &webdav,
+                secret.resolve().context("gateway")?,
+                shutdown,
+            )
+            .await
+        }
+    }
+}

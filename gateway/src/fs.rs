@@ -134,6 +134,11 @@ impl Fs {
         self.inner.io.ring.get()
     }
 
+    /// Fetches the ring from meta now.
+    pub async fn refresh_ring(&self) -> Arc<RingView> {
+        self.inner.io.ring.refresh().await
+    }
+
     pub fn options(&self) -> &FsOptions {
         &self.inner.options
     }

@@ -164,7 +164,13 @@ impl MetaStore {
         let db = Database::builder()
             .set_cache_size(64 << 20)
             .create(path)
-            .map_err(|e| storage(format!("{}: {e}", path.display())))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
+                    "{} is in use by another process (is another tessera running on this directory?)",
+                    path.display()
+                )),
+                e => storage(format!("{}: {e}", path.display())),
+            })?;
         let tx = db.begin_write().map_err(storage)?;
         let settings;
         {

@@ -1,0 +1,141 @@
+//! `tessera up`: meta, N datanodes and a WebDAV gateway in one process, each
+//! datanode with its own redb file and loopback port.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tessera_datanode::DatanodeConfig;
+use tessera_gateway::FsOptions;
+use tessera_meta::{MetaConfig, MetaStore, Settings};
+use tessera_rpc::Secret;
+use tokio_util::sync::CancellationToken;
+
+use crate::servers::{bind, connect_fs};
+
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub data: PathBuf,
+    pub datanodes: u32,
+    /// Settings for a new cluster (`None`: the stored ones, else defaults).
+    pub settings: Option<Settings>,
+    pub webdav: String,
+    pub options: FsOptions,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        UpConfig {
+            data: PathBuf::from("tessera-data"),
+            datanodes: 3,
+            settings: None,
+            webdav: "127.0.0.1:8080".into(),
+            options: FsOptions::default(),
+        }
+    }
+}
+
+/// Checks the request against what the data directory already holds.
+fn check_cluster(store: &MetaStore, slots: usize, datanodes: u32) -> Result<()> {
+    let s = store.settings();
+    s.validate_for(datanodes).map_err(anyhow::Error::msg)?;
+    if slots > datanodes as usize {
+        bail!("this cluster has {slots} datanodes; start it with --datanodes {slots} (or more)");
+    }
+    Ok(())
+}
+
+/// Runs everything until `shutdown` is cancelled. `ready` receives the
+/// WebDAV address once it serves.
+pub async fn run(
+    config: UpConfig,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<()> {
+    let data = config.data.clone();
+    tokio::fs::create_dir_all(&data)
+        .await
+        .with_context(|| format!("cannot create {}", data.display()))?;
+    let secret_path = data.join("secret");
+    let secret = tessera_rpc::blocking(move || Secret::load_or_create(&secret_path)).await?;
+
+    // Meta.
+    let meta_config = MetaConfig {
+        data: data.join("meta"),
+        settings: config.settings,
+    };
+    let store = tessera_meta::server::open(&meta_config).await?;
+    let slots = store.ring().await?.slots.len();
+    check_cluster(&store, slots, config.datanodes)?;
+    let settings = store.settings();
+    let (meta_listener, meta_addr) = bind("127.0.0.1:0", "meta").await?;
+    let services = CancellationToken::new();
+    let mut tasks = Vec::new();
+    {
+        let (secret, stop) = (secret.clone(), services.clone());
+        tasks.push(tokio::spawn(async move {
+            tessera_meta::server::serve_store(store, meta_listener, secret, stop.cancelled_owned())
+                .await;
+            Ok(())
+        }));
+    }
+
+    // Datanodes: node i always takes slot i, so they join in order.
+    let fs = connect_fs(
+        &meta_addr.to_string(),
+        secret.clone(),
+        config.options.clone(),
+        Duration::from_secs(10),
+    )
+    .await?;
+    for i in 0..config.datanodes {
+        let mut dn = DatanodeConfig::new(data.join(format!("datanode-{i}")), meta_addr.to_string());
+        dn.slot = Some(i);
+        dn.cache_bytes = 32 << 20;
+        let (listener, addr) = bind("127.0.0.1:0", "datanode").await?;
+        let (secret, stop) = (secret.clone(), services.clone());
+        tasks.push(tokio::spawn(async move {
+            tessera_datanode::run(dn, listener, secret, stop.cancelled_owned())
+                .await
+                .map_err(anyhow::Error::from)
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ring = fs.meta().ring().await?;
+            if ring
+                .slots
+                .iter()
+                .any(|s| s.slot == i && s.addr == addr.to_string())
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("datanode {i} did not register with meta in time");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    fs.refresh_ring().await;
+    let workers = fs.start_background(services.clone());
+    let (listener, addr) = bind(&config.webdav, "webdav").await?;
+    println!(
+        "tessera up: WebDAV on http://{addr}/ — meta on {meta_addr}, {} datanodes ({settings}), data in {}",
+        config.datanodes,
+        data.display()
+    );
+    if let Some(r) = ready {
+        let _ = r.send(addr);
+    }
+    crate::webdav::serve(listener, fs, shutdown.cancelled_owned()).await;
+
+    // Shut down in order: gateway done; stop workers and services.
+    services.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    for t in tasks {
+        t.await.context("a service task panicked")??;
+    }
+    println!("tessera up: stopped cleanly");
+    Ok(())
+}
