@@ -107,9 +107,19 @@ struct ReadState {
 }
 
 impl ReadState {
-    fn satisfied(&self, q: u32) -> bool {
+    /// Done asking: Q answered and a valid copy is in hand.
+    fn has_copy(&self, q: u32) -> bool {
+        self.answers >= q && self.best.is_some()
+    }
+
+    /// A hole: Q answered, every replica was asked, none has a copy (valid
+    /// or corrupt). A single "missing" (say, from a node that lost its disk)
+    /// is never taken for a hole while another replica may hold the block.
+    fn is_hole(&self, q: u32, r: u32) -> bool {
         self.answers >= q
-            && (self.best.is_some() || self.seen.iter().all(|(_, s)| *s == Seen::Missing))
+            && self.best.is_none()
+            && self.tried.count_ones() >= r
+            && self.seen.iter().all(|(_, s)| *s == Seen::Missing)
     }
 }
 
@@ -241,7 +251,7 @@ impl BlockIo {
                 if st.done {
                     continue;
                 }
-                if st.satisfied(q) {
+                if st.has_copy(q) || st.is_hole(q, r) {
                     st.done = true;
                     continue;
                 }
@@ -317,7 +327,7 @@ impl BlockIo {
         let mut repairs = Vec::new();
         for (i, st) in states.into_iter().enumerate() {
             let index = range.start + i as u64;
-            if !st.satisfied(q) {
+            if !st.has_copy(q) && !st.is_hole(q, r) {
                 Stats::add(&self.stats.read_failures, 1);
                 if st.answers < q {
                     return Err(Error::Unavailable {

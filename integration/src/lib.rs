@@ -1,1 +1,24 @@
+//! Test harnesses for Tessera.
+//!
+//! - [`cluster`]: an in-process cluster (meta + N datanodes + gateway `Fs`,
+//!   each on `127.0.0.1:0` with its own temp dir) with fault hooks: stop,
+//!   restart or wipe a datanode, read a node's blocks directly.
+//! - [`procs`]: the real `tessera` binary as separate processes, killed
+//!   with SIGKILL, readiness from the line each server prints.
+//! - [`http`]: a small HTTP/1 client for WebDAV requests.
+//! - [`data`]: deterministic test content.
 
+pub mod cluster;
+pub mod data;
+pub mod http;
+pub mod procs;
+
+/// Logs for tests: `RUST_LOG=debug cargo test` shows them.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

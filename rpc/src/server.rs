@@ -83,7 +83,8 @@ pub async fn serve<S: Service>(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // In-flight calls get a while to finish; idle pooled connections close.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

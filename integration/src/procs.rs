@@ -1,0 +1,296 @@
+//! The real `tessera` binary as separate processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `tessera` binary next to the test executable, built first if absent.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/tessera
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("tessera");
+    if !bin.exists() {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "tessera", "--bin", "tessera"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the tessera binary failed");
+    }
+    assert!(bin.exists(), "no tessera binary at {}", bin.display());
+    bin
+}
+
+/// One running process; SIGKILLed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    /// The address from its ready line.
+    pub addr: String,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    /// Starts `tessera <args>` with stderr to `log_dir/<name>.log` and waits
+    /// for its "listening on ADDR" line.
+    pub fn start(name: &str, args: &[&str], log_dir: &Path) -> Proc {
+        let stderr_path = log_dir.join(format!("{name}.log"));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .expect("log file");
+        let mut child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "info,h2=warn,hyper=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tessera");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let a = rest.split_whitespace().next().unwrap_or("");
+                        break a
+                            .trim_start_matches("http://")
+                            .trim_end_matches('/')
+                            .to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    panic!("{name} did not become ready; its log:\n{log}");
+                }
+            }
+        };
+        Proc {
+            name: name.to_string(),
+            child,
+            addr,
+            stderr_path,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits up to `within` for `needle` to appear in the process's log.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Meta, N datanodes and a gateway as separate processes.
+pub struct ProcCluster {
+    pub dir: tempfile::TempDir,
+    pub secret_file: PathBuf,
+    pub meta: Proc,
+    pub datanodes: Vec<Option<Proc>>,
+    pub gateway: Option<Proc>,
+    settings: Vec<String>,
+}
+
+impl ProcCluster {
+    /// `settings`: e.g. `["--replicas", "2", "--write-quorum", "2", "--read-quorum", "1"]`.
+    pub fn start(datanodes: usize, settings: &[&str]) -> ProcCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "process-test-secret-0123456789\n").expect("secret");
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        let meta = start_meta(dir.path(), &secret_file, &settings);
+        let mut c = ProcCluster {
+            dir,
+            secret_file,
+            meta,
+            datanodes: Vec::new(),
+            gateway: None,
+            settings,
+        };
+        for i in 0..datanodes {
+            let p = c.spawn_datanode(i);
+            c.datanodes.push(Some(p));
+            c.wait_ring(i + 1);
+        }
+        c.start_gateway();
+        c
+    }
+
+    fn secret(&self) -> &str {
+        self.secret_file.to_str().expect("utf-8 path")
+    }
+
+    fn spawn_datanode(&self, i: usize) -> Proc {
+        let data = self.dir.path().join(format!("datanode-{i}"));
+        let slot = i.to_string();
+        Proc::start(
+            &format!("datanode-{i}"),
+            &[
+                "datanode",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data.to_str().expect("utf-8"),
+                "--meta",
+                &self.meta.addr,
+                "--slot",
+                &slot,
+                "--secret-file",
+                self.secret(),
+            ],
+            self.dir.path(),
+        )
+    }
+
+    /// Waits until `n` slots are registered (by reading meta's log of registrations
+    /// through the datanodes' logs).
+    fn wait_ring(&self, n: usize) {
+        let p = self.datanodes[n - 1].as_ref().expect("running");
+        assert!(
+            p.wait_for_log("registered with meta", Duration::from_secs(30)),
+            "datanode {} did not register:\n{}",
+            n - 1,
+            p.log()
+        );
+    }
+
+    pub fn start_gateway(&mut self) {
+        let g = Proc::start(
+            "gateway",
+            &[
+                "gateway",
+                "--meta",
+                &self.meta.addr,
+                "--webdav",
+                "127.0.0.1:0",
+                "--secret-file",
+                self.secret(),
+            ],
+            self.dir.path(),
+        );
+        self.gateway = Some(g);
+    }
+
+    pub fn gateway_addr(&self) -> String {
+        self.gateway.as_ref().expect("gateway running").addr.clone()
+    }
+
+    pub fn kill_datanode(&mut self, i: usize) {
+        if let Some(mut p) = self.datanodes[i].take() {
+            p.kill9();
+        }
+    }
+
+    pub fn restart_datanode(&mut self, i: usize) {
+        self.kill_datanode(i);
+        let before = self.datanode_registrations(i);
+        let p = self.spawn_datanode(i);
+        self.datanodes[i] = Some(p);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.datanode_registrations(i) <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "datanode {i} did not re-register"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn datanode_registrations(&self, i: usize) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join(format!("datanode-{i}.log")))
+            .unwrap_or_default();
+        log.matches("registered with meta").count()
+    }
+
+    pub fn datanode_file(&self, i: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("datanode-{i}"))
+            .join("blocks.redb")
+    }
+
+    pub fn kill_gateway(&mut self) {
+        if let Some(mut g) = self.gateway.take() {
+            g.kill9();
+        }
+    }
+
+    /// SIGKILLs every process and starts them all again on their data.
+    pub fn restart_all(&mut self) {
+        self.kill_gateway();
+        for i in 0..self.datanodes.len() {
+            self.kill_datanode(i);
+        }
+        self.meta.kill9();
+        self.meta = start_meta(self.dir.path(), &self.secret_file, &self.settings);
+        for i in 0..self.datanodes.len() {
+            let before = self.datanode_registrations(i);
+            self.datanodes[i] = Some(self.spawn_datanode(i));
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while self.datanode_registrations(i) <= before {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "datanode {i} did not re-register"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.start_gateway();
+    }
+}
+
+fn start_meta(dir: &Path, secret: &Path, settings: &[String]) -> Proc {
+    let data = dir.join("meta");
+    let mut args: Vec<&str> = vec![
+        "meta",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--secret-file",
+        secret.to_str().expect("utf-8"),
+    ];
+    args.extend(settings.iter().map(String::as_str));
+    Proc::start("meta", &args, dir)
+}

@@ -1,0 +1,260 @@
+//! The gateway engine (`Fs`) against an in-process cluster of real datanodes
+//! and meta on loopback sockets with redb files in temp dirs.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tessera_gateway::placement::seed_for_path;
+use tessera_gateway::{Fs, Stats};
+use tessera_integration::cluster::TestCluster;
+use tessera_integration::data::pseudo_random;
+use tessera_meta::{Inode, ROOT_INO, Settings};
+
+fn settings(r: u32, w: u32, q: u32) -> Settings {
+    Settings {
+        replicas: r,
+        write_quorum: w,
+        read_quorum: q,
+    }
+}
+
+async fn put(fs: &Fs, name: &str, data: &[u8]) -> Inode {
+    let mut w = fs
+        .replace(ROOT_INO, name, seed_for_path(name), 0o644)
+        .await
+        .unwrap();
+    // Feed in uneven pieces to exercise chunking.
+    for piece in data.chunks(300_001) {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    w.finish(Some(data.len() as u64)).await.unwrap()
+}
+
+async fn get_all(fs: &Fs, inode: Inode) -> Vec<u8> {
+    let mut r = fs.reader(inode);
+    let mut out = Vec::new();
+    loop {
+        let b = r.read(1 << 20).await.unwrap();
+        if b.is_empty() {
+            return out;
+        }
+        out.extend_from_slice(&b);
+    }
+}
+
+async fn total_blocks(c: &TestCluster, n: usize) -> u64 {
+    let mut t = 0;
+    for i in 0..n {
+        t += c.node(i).stats().await.unwrap().1.blocks;
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_of_edge_sizes_and_64_mib() {
+    let c = TestCluster::start(3, settings(2, 2, 1)).await;
+    for (i, size) in [0usize, 1, 511, 512, 513, 1025, 64 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pseudo_random(i as u64, size);
+        let name = format!("f{size}");
+        let inode = put(&c.fs, &name, &data).await;
+        assert_eq!(inode.size, size as u64);
+        let back = get_all(&c.fs, c.fs.resolve(&format!("/{name}")).await.unwrap()).await;
+        assert!(back == data, "size {size}: content differs");
+        // Random access across a block boundary.
+        if size > 600 {
+            let part = c.fs.read(&inode, 500, 30).await.unwrap();
+            assert_eq!(&part[..], &data[500..530]);
+        }
+    }
+    // R=2: every block stored twice.
+    let blocks: u64 = [0u64, 1, 511, 512, 513, 1025, 64 << 20]
+        .iter()
+        .map(|s| s.div_ceil(512))
+        .sum();
+    assert_eq!(total_blocks(&c, 3).await, 2 * blocks);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_to_different_files() {
+    let c = TestCluster::start(3, settings(2, 2, 1)).await;
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let fs = c.fs.clone();
+            tokio::spawn(async move {
+                let data = pseudo_random(100 + i, 700_000 + i as usize * 1000);
+                let inode = put(&fs, &format!("w{i}"), &data).await;
+                (inode, data)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (inode, data) = t.await.unwrap();
+        assert!(get_all(&c.fs, inode).await == data);
+    }
+    assert_eq!(c.fs.readdir(ROOT_INO).await.unwrap().len(), 8);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_writes_and_truncate_down_then_up_reads_zeros() {
+    let c = TestCluster::start(3, settings(2, 2, 1)).await;
+    let fs = &c.fs;
+    let f = fs
+        .create(ROOT_INO, "p", 0o644, seed_for_path("/p"), true)
+        .await
+        .unwrap();
+    let mut model = vec![0u8; 0];
+    for (off, len, seed) in [
+        (0u64, 1000usize, 1u64),
+        (500, 20, 2),
+        (1500, 600, 3),
+        (3000, 1, 4),
+        (511, 2, 5),
+    ] {
+        let d = pseudo_random(seed, len);
+        fs.write_at(f.ino, off, &d).await.unwrap();
+        let end = off as usize + len;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].copy_from_slice(&d);
+    }
+    let inode = fs.getattr(f.ino).await.unwrap();
+    assert_eq!(inode.size, model.len() as u64);
+    assert!(get_all(fs, inode).await == model, "in-place writes");
+
+    // Truncate down into the middle of a block, then up: the cut bytes are zeros.
+    fs.truncate(f.ino, 700).await.unwrap();
+    let grown = fs.truncate(f.ino, 5000).await.unwrap();
+    let back = get_all(fs, grown).await;
+    assert_eq!(back.len(), 5000);
+    assert_eq!(&back[..700], &model[..700]);
+    assert!(
+        back[700..].iter().all(|b| *b == 0),
+        "bytes past a truncation must read as zeros"
+    );
+    // A write past the end leaves a hole of zeros.
+    let after = fs.write_at(f.ino, 10_000, b"end").await.unwrap();
+    let back = get_all(fs, after).await;
+    assert!(back[5000..10_000].iter().all(|b| *b == 0));
+    assert_eq!(&back[10_000..], b"end");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_deletes_replaced_unlinked_and_abandoned_objects() {
+    let c = TestCluster::start(3, settings(2, 2, 1)).await;
+    let a = pseudo_random(1, 100_000);
+    put(&c.fs, "a", &a).await;
+    put(&c.fs, "a", &pseudo_random(2, 50_000)).await; // replaces a
+    put(&c.fs, "b", &pseudo_random(3, 30_000)).await;
+    c.fs.unlink(ROOT_INO, "b").await.unwrap();
+    {
+        // An upload that is dropped before it finishes.
+        let mut w = c.fs.replace(ROOT_INO, "c", 1, 0o644).await.unwrap();
+        w.write(Bytes::from(vec![7u8; 8 << 20])).await.unwrap();
+    }
+    assert!(
+        c.fs.resolve("/c").await.is_err(),
+        "an unfinished upload is never visible"
+    );
+    let live = 2 * 50_000u64.div_ceil(512);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = total_blocks(&c, 3).await;
+        if t == live {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gc left {t} blocks, expected {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(Stats::get(&c.fs.stats().gc_objects) >= 3);
+    c.shutdown().await;
+}
+
+/// R=2 W=2: with one datanode down a write blocks (visible as a count) and
+/// completes once the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_blocks_while_quorum_is_impossible_then_completes() {
+    let mut c = TestCluster::start(3, settings(2, 2, 1)).await;
+    c.stop_node(1).await;
+    let data = pseudo_random(9, 2 << 20);
+    let fs = c.fs.clone();
+    let d = data.clone();
+    let writer = tokio::spawn(async move { put(&fs, "blocked", &d).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while c.fs.stats().blocked_now.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write never blocked"
+        );
+        assert!(
+            !writer.is_finished(),
+            "the write finished with a datanode down at W=R"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.restart_node(1).await;
+    let inode = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .expect("write completes")
+        .unwrap();
+    assert_eq!(c.fs.stats().blocked_now.load(Ordering::Relaxed), 0);
+    assert!(Stats::get(&c.fs.stats().blocked_total) >= 1);
+    assert!(get_all(&c.fs, inode).await == data);
+    c.shutdown().await;
+}
+
+/// A node that lost its disk answers "missing": reads never take that for a
+/// hole, serve the other replica and repair the wiped one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_replica_is_not_served_and_is_repaired_by_reads() {
+    let mut c = TestCluster::start(3, settings(2, 2, 1)).await;
+    let data = pseudo_random(5, 3 << 20);
+    let inode = put(&c.fs, "r", &data).await;
+    let before = c.node(0).stats().await.unwrap().1.blocks;
+    assert!(before > 0);
+    c.wipe_node(0).await;
+    assert_eq!(c.node(0).stats().await.unwrap().1.blocks, 0);
+    assert!(
+        get_all(&c.fs, inode.clone()).await == data,
+        "a wiped replica served as zeros"
+    );
+    // Reads repaired the blocks for which node 0 is the first replica.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = c.node(0).stats().await.unwrap().1.blocks;
+        if now >= before / 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {now} of {before} blocks repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(Stats::get(&c.fs.stats().repairs_done) > 0);
+    c.shutdown().await;
+}
+
+/// R=3 W=2 Q=2 with one node down: writes and reads go on without blocking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_down_with_r3_w2_q2_nothing_blocks() {
+    let mut c = TestCluster::start(3, settings(3, 2, 2)).await;
+    c.stop_node(2).await;
+    let data = pseudo_random(11, 1 << 20);
+    let inode = tokio::time::timeout(Duration::from_secs(20), put(&c.fs, "x", &data))
+        .await
+        .expect("write does not block");
+    assert!(get_all(&c.fs, inode).await == data);
+    assert_eq!(Stats::get(&c.fs.stats().blocked_total), 0);
+    c.shutdown().await;
+}
