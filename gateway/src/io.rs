@@ -199,7 +199,10 @@ impl BlockIo {
                             }
                         }
                     }
-                    Err(e) => failures.push(format!("{}: {e}", view.describe(slot))),
+                    Err(e) => {
+                        self.ring.refresh_soon();
+                        failures.push(format!("{}: {e}", view.describe(slot)));
+                    }
                 }
             }
             if tally.complete() {

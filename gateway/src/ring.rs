@@ -34,6 +34,8 @@ pub struct RingCache {
     transport: Transport,
     timeout: Duration,
     current: RwLock<Arc<RingView>>,
+    /// When the last refresh triggered by a failure started.
+    last_nudge: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl RingCache {
@@ -49,11 +51,29 @@ impl RingCache {
             transport,
             timeout,
             current: RwLock::new(Arc::new(view)),
+            last_nudge: std::sync::Mutex::new(None),
         })
     }
 
     pub fn get(&self) -> Arc<RingView> {
         self.current.read().expect("ring lock").clone()
+    }
+
+    /// A datanode call failed: its node may have moved. Refreshes the ring in
+    /// the background, at most five times a second.
+    pub fn refresh_soon(self: &Arc<Self>) {
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.last_nudge.lock().expect("nudge lock");
+            if last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.refresh().await;
+        });
     }
 
     /// Fetches the ring from meta; keeps the old view if meta is unreachable.

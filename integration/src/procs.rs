@@ -93,6 +93,15 @@ impl Proc {
         self.child.id()
     }
 
+    /// SIGTERM (a clean shutdown), then reap.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on a PID this handle spawned and has not reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+
     /// `kill -9`, then reap.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -157,7 +166,7 @@ impl ProcCluster {
         c
     }
 
-    fn secret(&self) -> &str {
+    fn secret_arg(&self) -> &str {
         self.secret_file.to_str().expect("utf-8 path")
     }
 
@@ -177,7 +186,7 @@ impl ProcCluster {
                 "--slot",
                 &slot,
                 "--secret-file",
-                self.secret(),
+                self.secret_arg(),
             ],
             self.dir.path(),
         )
@@ -205,7 +214,7 @@ impl ProcCluster {
                 "--webdav",
                 "127.0.0.1:0",
                 "--secret-file",
-                self.secret(),
+                self.secret_arg(),
             ],
             self.dir.path(),
         );
@@ -214,6 +223,29 @@ impl ProcCluster {
 
     pub fn gateway_addr(&self) -> String {
         self.gateway.as_ref().expect("gateway running").addr.clone()
+    }
+
+    /// Stops datanode `i` cleanly (SIGTERM).
+    pub fn stop_datanode(&mut self, i: usize) {
+        if let Some(mut p) = self.datanodes[i].take() {
+            p.terminate();
+        }
+    }
+
+    pub fn datanode_addr(&self, i: usize) -> String {
+        self.datanodes[i]
+            .as_ref()
+            .expect("datanode running")
+            .addr
+            .clone()
+    }
+
+    pub fn meta_addr(&self) -> String {
+        self.meta.addr.clone()
+    }
+
+    pub fn secret(&self) -> tessera_rpc::Secret {
+        tessera_rpc::Secret::from_file(&self.secret_file).expect("secret")
     }
 
     pub fn kill_datanode(&mut self, i: usize) {

@@ -1,0 +1,257 @@
+//! Process-level fault tests: the real `tessera` binary as separate meta,
+//! datanode and gateway processes, killed with SIGKILL.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use tessera_datanode::{BlockKey, DatanodeClient, GetResult};
+use tessera_gateway::placement;
+use tessera_integration::data::{corrupt_in_file, pseudo_random, tagged_blocks};
+use tessera_integration::http::{Http, StatusCode};
+use tessera_integration::procs::{Proc, ProcCluster};
+use tessera_meta::MetaClient;
+use tessera_rpc::Transport;
+
+const R2W2Q1: &[&str] = &[
+    "--replicas",
+    "2",
+    "--write-quorum",
+    "2",
+    "--read-quorum",
+    "1",
+];
+const R3W2Q2: &[&str] = &[
+    "--replicas",
+    "3",
+    "--write-quorum",
+    "2",
+    "--read-quorum",
+    "2",
+];
+
+async fn wait_log(p: &Proc, needle: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if p.log().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// (a) R=2 W=2: a datanode killed, a PUT blocks; restarted, the PUT
+/// completes with the bytes intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_blocks_while_a_datanode_is_down_then_completes() {
+    let mut c = ProcCluster::start(3, R2W2Q1);
+    let http = Http::new(&c.gateway_addr());
+    c.kill_datanode(1);
+    let data = pseudo_random(1, 3 << 20);
+    let put = {
+        let (http, body) = (http.clone(), data.clone());
+        tokio::spawn(async move { http.put("/blocked.bin", body).await.unwrap() })
+    };
+    let gw = c.gateway.as_ref().unwrap();
+    assert!(
+        wait_log(gw, "write blocked", Duration::from_secs(30)).await,
+        "the PUT never blocked:\n{}",
+        gw.log()
+    );
+    assert!(
+        !put.is_finished(),
+        "the PUT finished while a replica was down at W=R=2"
+    );
+    c.restart_datanode(1);
+    let reply = tokio::time::timeout(Duration::from_secs(60), put)
+        .await
+        .expect("the PUT completes")
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let back = http.get("/blocked.bin").await.unwrap();
+    assert_eq!(back.status, StatusCode::OK);
+    assert!(back.body == data, "bytes differ after a blocked write");
+}
+
+/// (b) R=3 W=2 Q=2: one datanode down, writes and reads go on unblocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_one_datanode_down_r3_w2_q2_nothing_blocks() {
+    let mut c = ProcCluster::start(3, R3W2Q2);
+    let http = Http::new(&c.gateway_addr());
+    c.kill_datanode(2);
+    for i in 0..5u64 {
+        let data = pseudo_random(10 + i, 400_000 + i as usize * 777);
+        let path = format!("/b{i}.bin");
+        let put =
+            tokio::time::timeout(Duration::from_secs(20), http.put(&path, data.clone())).await;
+        assert_eq!(
+            put.expect("PUT did not block").unwrap().status,
+            StatusCode::CREATED
+        );
+        let got = tokio::time::timeout(Duration::from_secs(20), http.get(&path))
+            .await
+            .expect("GET did not block")
+            .unwrap();
+        assert_eq!(got.status, StatusCode::OK);
+        assert!(got.body == data);
+    }
+    let log = c.gateway.as_ref().unwrap().log();
+    assert!(
+        !log.contains("write blocked"),
+        "a write blocked with W=2 of 3 replicas up:\n{log}"
+    );
+}
+
+/// (c) A block corrupted on disk in one replica: GET returns the right
+/// bytes, and the bad copy is repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_corrupt_replica_is_not_served_and_is_repaired() {
+    let mut c = ProcCluster::start(3, R2W2Q1);
+    let http = Http::new(&c.gateway_addr());
+    let data = tagged_blocks("corruption-test", 64);
+    assert_eq!(
+        http.put("/c.bin", data.clone()).await.unwrap().status,
+        StatusCode::CREATED
+    );
+
+    let transport = Transport::new(c.secret());
+    let inode = MetaClient::new(&transport, &c.meta_addr())
+        .resolve(vec!["c.bin".into()])
+        .await
+        .unwrap();
+    // A block whose first replica is datanode 0 (slot 0), so the GET reads it there.
+    let b = (0..64u64)
+        .find(|&i| placement::slot(&inode.object, i, 0) == 0)
+        .expect("a block on slot 0");
+    let block = &data[b as usize * 512..(b as usize + 1) * 512];
+
+    c.stop_datanode(0);
+    let hits = corrupt_in_file(&c.datanode_file(0), &block[..96]).unwrap();
+    assert!(hits >= 1, "block {b} not found in datanode 0's file");
+    c.restart_datanode(0);
+
+    // Every GET serves the right bytes; one of them meets the corrupt copy
+    // (once the gateway has the restarted node's address) and repairs it.
+    let node = DatanodeClient::new(&transport, &c.datanode_addr(0), Duration::from_secs(5));
+    let key = BlockKey {
+        object: inode.object.id,
+        index: b,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = http.get("/c.bin").await.unwrap();
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+        assert!(got.body == data, "a corrupt copy was served");
+        match node.get(vec![key]).await.unwrap().pop().unwrap() {
+            GetResult::Found(found) if found.data[..] == *block => break,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "block {b} not repaired on datanode 0: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let log = c.gateway.as_ref().unwrap().log();
+    assert!(
+        log.contains("repaired replicas"),
+        "no repair logged:\n{log}"
+    );
+}
+
+/// (d) Every process killed and restarted on its data: every file is there,
+/// byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_everything_restarted_keeps_every_file() {
+    let mut c = ProcCluster::start(3, R2W2Q1);
+    let http = Http::new(&c.gateway_addr());
+    assert_eq!(
+        http.request("MKCOL", "/dir", &[], Bytes::new())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::CREATED
+    );
+    let files: Vec<(String, Vec<u8>)> = [0usize, 1, 511, 512, 513, 1 << 20, 5 << 20]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("/dir/f{n}"), pseudo_random(40 + i as u64, n)))
+        .collect();
+    for (p, d) in &files {
+        assert_eq!(
+            http.put(p, d.clone()).await.unwrap().status,
+            StatusCode::CREATED
+        );
+    }
+    c.restart_all();
+    let http = Http::new(&c.gateway_addr());
+    for (p, d) in &files {
+        let got = http.get(p).await.unwrap();
+        assert_eq!(got.status, StatusCode::OK, "{p}");
+        assert!(got.body == *d, "{p} differs after restart");
+    }
+    let listing = http
+        .request("PROPFIND", "/dir/", &[("Depth", "1")], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(listing.status.as_u16(), 207);
+    for (p, _) in &files {
+        assert!(
+            listing.text().contains(p.as_str()),
+            "{p} missing from the listing"
+        );
+    }
+}
+
+/// (e) A gateway killed in the middle of replacing a file: the old content is
+/// still served whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_gateway_killed_mid_replace_keeps_the_old_file() {
+    let mut c = ProcCluster::start(3, R2W2Q1);
+    let addr = c.gateway_addr();
+    let http = Http::new(&addr);
+    let v1 = pseudo_random(77, 3 << 20);
+    assert_eq!(
+        http.put("/e.bin", v1.clone()).await.unwrap().status,
+        StatusCode::CREATED
+    );
+
+    // Stream 64 MiB of a new version, and kill the gateway a third of the way in.
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(1);
+    let body = StreamBody::new(rx.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = hyper::Request::put(format!("http://{addr}/e.bin"))
+        .body(body)
+        .unwrap();
+    let upload = tokio::spawn(async move { client.request(req).await });
+    use futures::SinkExt;
+    for i in 0..6u64 {
+        tx.send(Bytes::from(pseudo_random(1000 + i, 4 << 20)))
+            .await
+            .unwrap();
+    }
+    c.kill_gateway();
+    drop(tx);
+    let outcome = upload.await.unwrap();
+    assert!(
+        outcome.is_err() || !outcome.unwrap().status().is_success(),
+        "the upload cannot have succeeded"
+    );
+
+    c.start_gateway();
+    let http = Http::new(&c.gateway_addr());
+    let got = http.get("/e.bin").await.unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        got.body.len(),
+        v1.len(),
+        "a half-written replacement is visible"
+    );
+    assert!(got.body == v1, "the old content is not served whole");
+}
