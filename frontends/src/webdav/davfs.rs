@@ -222,6 +222,11 @@ impl DavFs {
             if inode.is_dir() {
                 return Err(Error::IsADirectory(p));
             }
+            // Read one block now: if the replicas cannot be reached, the
+            // client gets a 503 instead of headers followed by a cut body.
+            if inode.size > 0 {
+                self.fs.read(&inode, 0, 1).await?;
+            }
             return Ok(Box::new(File::Read(self.fs.reader(inode))));
         }
         let (parent, name) = self.fs.parent_of(&p).await?;

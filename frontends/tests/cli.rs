@@ -1,0 +1,55 @@
+//! The command line of the real binary: help, bad flags, refused settings.
+
+use std::process::Command;
+
+fn tessera(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env_remove("TESSERA_SECRET")
+        .output()
+        .expect("run tessera")
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = tessera(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["up", "meta", "datanode", "gateway"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let out = tessera(&["up", "--datanodes", "many"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
+}
+
+#[test]
+fn impossible_settings_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let out = tessera(&[
+        "up", "--data", data.to_str().unwrap(), "--replicas", "3", "--write-quorum", "1", "--read-quorum", "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must exceed replicas"), "{err}");
+    assert!(!data.exists(), "a refused start created {}", data.display());
+}
+
+#[test]
+fn servers_need_the_cluster_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(&["meta", "--listen", "127.0.0.1:0", "--data", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--secret-file"));
+    let short = dir.path().join("s");
+    std::fs::write(&short, "tooshort").unwrap();
+    let out = tessera(&[
+        "meta", "--listen", "127.0.0.1:0", "--data", dir.path().to_str().unwrap(), "--secret-file", short.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+}
