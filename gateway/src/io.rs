@@ -225,7 +225,7 @@ impl BlockIo {
                 ok: tally.min_acks(),
                 failures,
             };
-            if round % 10 == 0 {
+            if round.is_multiple_of(10) {
                 tracing::warn!(object = object.id, first, blocks = n, %failure, "write blocked: waiting for enough replicas");
             }
             tokio::time::sleep(backoff).await;

@@ -81,9 +81,9 @@ impl TestCluster {
         }
         let fs_meta = tessera_meta::MetaClient::new(&transport, &meta_addr);
         let mut cluster_nodes = nodes;
-        for i in 0..datanodes as usize {
-            start_node(&mut cluster_nodes[i], i as u32, &meta_addr, &secret).await;
-            wait_registered(&fs_meta, i as u32, &cluster_nodes[i].addr).await;
+        for (i, node) in cluster_nodes.iter_mut().enumerate() {
+            start_node(node, i as u32, &meta_addr, &secret).await;
+            wait_registered(&fs_meta, i as u32, &node.addr).await;
         }
         let fs = Fs::connect(&meta_addr, transport.clone(), options)
             .await
