@@ -8,13 +8,14 @@ use tessera_rpc::{Client, Service, Transport};
 use crate::DatanodeError;
 use crate::block::*;
 use crate::store::{BlockStore, StoreStats};
+use crate::wire::{GetBatch, PutBatch};
 
 /// Most blocks in one put or get call.
 pub const MAX_BLOCKS_PER_CALL: usize = 1 << 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DatanodeRequest {
-    Put(Vec<BlockWrite>),
+    Put(PutBatch),
     Get(Vec<BlockKey>),
     DeleteObjects(Vec<u64>),
     Stats,
@@ -23,7 +24,7 @@ pub enum DatanodeRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DatanodeReply {
     Put(Vec<PutResult>),
-    Get(Vec<GetResult>),
+    Get(GetBatch),
     Deleted(u64),
     Stats { node_id: String, stats: StoreStats },
 }
@@ -52,10 +53,12 @@ impl Service for DatanodeService {
             )))
         };
         Ok(match req {
-            DatanodeRequest::Put(w) if w.len() > MAX_BLOCKS_PER_CALL => return too_many(w.len()),
+            DatanodeRequest::Put(w) if w.0.len() > MAX_BLOCKS_PER_CALL => {
+                return too_many(w.0.len());
+            }
             DatanodeRequest::Get(k) if k.len() > MAX_BLOCKS_PER_CALL => return too_many(k.len()),
-            DatanodeRequest::Put(w) => DatanodeReply::Put(self.store.put(w).await?),
-            DatanodeRequest::Get(k) => DatanodeReply::Get(self.store.get(k).await?),
+            DatanodeRequest::Put(w) => DatanodeReply::Put(self.store.put(w.0).await?),
+            DatanodeRequest::Get(k) => DatanodeReply::Get(GetBatch(self.store.get(k).await?)),
             DatanodeRequest::DeleteObjects(o) => {
                 DatanodeReply::Deleted(self.store.delete_objects(o).await?)
             }
@@ -110,7 +113,7 @@ impl DatanodeClient {
 
     pub async fn put(&self, writes: Vec<BlockWrite>) -> Result<Vec<PutResult>, CallError> {
         let n = writes.len();
-        match self.call(&DatanodeRequest::Put(writes)).await? {
+        match self.call(&DatanodeRequest::Put(PutBatch(writes))).await? {
             DatanodeReply::Put(r) if r.len() == n => Ok(r),
             _ => Err(CallError::Unexpected),
         }
@@ -119,7 +122,7 @@ impl DatanodeClient {
     pub async fn get(&self, keys: Vec<BlockKey>) -> Result<Vec<GetResult>, CallError> {
         let n = keys.len();
         match self.call(&DatanodeRequest::Get(keys)).await? {
-            DatanodeReply::Get(r) if r.len() == n => Ok(r),
+            DatanodeReply::Get(r) if r.0.len() == n => Ok(r.0),
             _ => Err(CallError::Unexpected),
         }
     }

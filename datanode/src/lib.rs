@@ -9,6 +9,7 @@
 //!
 //! - [`block`]: block keys, records and their checksums (pure).
 //! - [`store`]: the redb block store and its group-commit thread.
+//! - [`wire`]: packed wire encodings of block batches.
 //! - [`api`]: request/response enums, [`DatanodeService`], the typed [`DatanodeClient`].
 //! - [`server`]: `run(config, listener, secret, shutdown)` for `tessera datanode`.
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod block;
 pub mod server;
 pub mod store;
+pub mod wire;
 
 pub use api::{DatanodeClient, DatanodeRequest, DatanodeService};
 pub use block::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult, PutResult};

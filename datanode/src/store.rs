@@ -155,22 +155,7 @@ impl BlockStore {
         let results = tessera_rpc::blocking(move || -> Result<Vec<GetResult>, DatanodeError> {
             let tx = db.begin_read().map_err(storage)?;
             let table = tx.open_table(BLOCKS).map_err(storage)?;
-            let mut out = Vec::with_capacity(keys.len());
-            for k in keys {
-                out.push(match table.get((k.object, k.index)) {
-                    Ok(Some(rec)) => match Block::decode_verified(rec.value()) {
-                        Some(b) => GetResult::Found(b),
-                        None => GetResult::Corrupt,
-                    },
-                    Ok(None) => GetResult::Missing,
-                    // A page redb cannot read is a corrupt block, not a dead node.
-                    Err(e) => {
-                        tracing::warn!(object = k.object, index = k.index, error = %e, "unreadable block");
-                        GetResult::Corrupt
-                    }
-                });
-            }
-            Ok(out)
+            read_sorted(&table, &keys)
         })
         .await?;
         let corrupt = results.iter().filter(|r| **r == GetResult::Corrupt).count() as u64;
@@ -212,6 +197,71 @@ impl BlockStore {
             damaged_puts: self.damaged_puts.load(Ordering::Relaxed),
         })
     }
+}
+
+/// Reads `keys` (any order) with one range scan per run of the same
+/// object, which is several times faster than point lookups; verifies every
+/// record found. Results come back in the order of `keys`.
+fn read_sorted(
+    table: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+    keys: &[BlockKey],
+) -> Result<Vec<GetResult>, DatanodeError> {
+    let mut out = vec![GetResult::Missing; keys.len()];
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&i| (keys[i].object, keys[i].index));
+    let mut run_start = 0;
+    while run_start < order.len() {
+        let object = keys[order[run_start]].object;
+        let mut run_end = run_start;
+        while run_end < order.len() && keys[order[run_end]].object == object {
+            run_end += 1;
+        }
+        let run = &order[run_start..run_end];
+        let (first, last) = (keys[run[0]].index, keys[run[run.len() - 1]].index);
+        let mut want = run.iter().peekable();
+        let scan = table.range((object, first)..=(object, last));
+        match scan {
+            Ok(iter) => {
+                for entry in iter {
+                    let Some(&&next) = want.peek() else { break };
+                    let (k, v) = match entry {
+                        Ok(kv) => kv,
+                        Err(e) => {
+                            // A page redb cannot read: the blocks still wanted are corrupt.
+                            tracing::warn!(object, error = %e, "unreadable blocks");
+                            for &i in want.by_ref() {
+                                out[i] = GetResult::Corrupt;
+                            }
+                            break;
+                        }
+                    };
+                    let index = k.value().1;
+                    while want.peek().is_some_and(|&&i| keys[i].index < index) {
+                        want.next();
+                    }
+                    let _ = next;
+                    while let Some(&&i) = want.peek() {
+                        if keys[i].index != index {
+                            break;
+                        }
+                        out[i] = match Block::decode_verified(v.value()) {
+                            Some(b) => GetResult::Found(b),
+                            None => GetResult::Corrupt,
+                        };
+                        want.next();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(object, error = %e, "unreadable blocks");
+                for &i in run {
+                    out[i] = GetResult::Corrupt;
+                }
+            }
+        }
+        run_start = run_end;
+    }
+    Ok(out)
 }
 
 fn getrandom_fill(buf: &mut [u8]) {

@@ -32,7 +32,15 @@ fn impossible_settings_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let out = tessera(&[
-        "up", "--data", data.to_str().unwrap(), "--replicas", "3", "--write-quorum", "1", "--read-quorum", "1",
+        "up",
+        "--data",
+        data.to_str().unwrap(),
+        "--replicas",
+        "3",
+        "--write-quorum",
+        "1",
+        "--read-quorum",
+        "1",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -43,13 +51,25 @@ fn impossible_settings_are_refused_before_anything_is_written() {
 #[test]
 fn servers_need_the_cluster_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tessera(&["meta", "--listen", "127.0.0.1:0", "--data", dir.path().to_str().unwrap()]);
+    let out = tessera(&[
+        "meta",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--secret-file"));
     let short = dir.path().join("s");
     std::fs::write(&short, "tooshort").unwrap();
     let out = tessera(&[
-        "meta", "--listen", "127.0.0.1:0", "--data", dir.path().to_str().unwrap(), "--secret-file", short.to_str().unwrap(),
+        "meta",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--secret-file",
+        short.to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
 }

@@ -290,6 +290,21 @@ impl BlockIo {
                         Some(c) => c.get(keys).await.map_err(|e| e.to_string()),
                         None => Err("no datanode".to_string()),
                     };
+                    // Verify every copy again here, off the runtime: a block
+                    // damaged on the way is not an answer.
+                    let res = match res {
+                        Ok(results) => Ok(tessera_rpc::blocking(move || {
+                            results
+                                .into_iter()
+                                .map(|r| match r {
+                                    GetResult::Found(b) if !b.is_valid() => None,
+                                    r => Some(r),
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .await),
+                        Err(e) => Err(e),
+                    };
                     (slot, items, res)
                 }
             });
@@ -298,6 +313,13 @@ impl BlockIo {
                     Ok(results) => {
                         for (&(i, k), got) in items.iter().zip(results) {
                             let st = &mut states[i];
+                            let Some(got) = got else {
+                                st.failures.push(format!(
+                                    "{}: block damaged in transfer",
+                                    view.describe(slot)
+                                ));
+                                continue;
+                            };
                             st.answers += 1;
                             let seen = match got {
                                 GetResult::Found(b) => {

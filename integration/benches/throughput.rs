@@ -1,1 +1,233 @@
-fn main() {}
+//! Throughput of the engine next to the physical limit, in one run.
+//!
+//! 1. Limit: the same blocks inserted R times straight into redb, one redb
+//!    file per datanode, one thread per core, 2048 blocks per durable
+//!    transaction.
+//! 2. Engine: an in-process cluster (3 datanodes, R=2 W=2 Q=1); 1 GiB written
+//!    through `Fs` (streamed, whole-file replace), then read back.
+//! 3. Gateway memory: the real `tessera gateway` process while a 4 GiB PUT
+//!    streams through it (peak RSS from /proc).
+//!
+//! `TESSERA_BENCH_MIB` (default 1024) sets the size of 1-2;
+//! `TESSERA_BENCH_RSS_MIB` (default 4096, 0 to skip) the size of 3.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redb::{Database, Durability, TableDefinition};
+use tessera_datanode::Block;
+use tessera_gateway::placement::{self, seed_for_path};
+use tessera_integration::cluster::TestCluster;
+use tessera_integration::procs::ProcCluster;
+use tessera_meta::{ObjectRef, ROOT_INO, Settings};
+
+const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
+
+fn env_mib(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+/// A block record like a datanode's: generation, sha256, 512 bytes.
+fn record(i: u64) -> Vec<u8> {
+    let mut data = [0u8; 512];
+    data[..8].copy_from_slice(&i.to_le_bytes());
+    Block::new(1, Bytes::copy_from_slice(&data)).encode()
+}
+
+/// The same placement the engine uses: (slot, block) pairs for R replicas.
+fn raw_redb_limit(blocks: u64, r: u32, nodes: u32) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let object = ObjectRef {
+        id: 1,
+        seed: seed_for_path("/bench"),
+        width: nodes,
+    };
+    let dbs: Vec<Arc<Database>> = (0..nodes)
+        .map(|n| {
+            let db = Database::builder()
+                .set_cache_size(64 << 20)
+                .create(dir.path().join(format!("n{n}.redb")))
+                .unwrap();
+            Arc::new(db)
+        })
+        .collect();
+    // Per node, the blocks placement gives it.
+    let mut per_node: Vec<Vec<u64>> = vec![Vec::new(); nodes as usize];
+    for i in 0..blocks {
+        for s in placement::replicas(&object, i, r) {
+            per_node[s as usize].push(i);
+        }
+    }
+    let template = record(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    // One thread per core, taking 2048-block batches round-robin over the
+    // nodes, so both cores stay busy with three files.
+    let mut batches: Vec<(usize, Vec<u64>)> = Vec::new();
+    let chunked: Vec<Vec<Vec<u64>>> = per_node
+        .iter()
+        .map(|v| v.chunks(2048).map(|c| c.to_vec()).collect())
+        .collect();
+    let most = chunked.iter().map(Vec::len).max().unwrap_or(0);
+    for j in (0..most).rev() {
+        for (n, c) in chunked.iter().enumerate() {
+            if let Some(b) = c.get(j) {
+                batches.push((n, b.clone()));
+            }
+        }
+    }
+    let work = std::sync::Mutex::new(batches);
+    let (work, template, dbs) = (&work, &template, &dbs);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..cores {
+            scope.spawn(move || {
+                let mut rec = template.clone();
+                loop {
+                    let Some((n, batch)) = work.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let mut tx = dbs[n].begin_write().unwrap();
+                    tx.set_durability(Durability::Immediate).unwrap();
+                    {
+                        let mut t = tx.open_table(BLOCKS).unwrap();
+                        for &i in &batch {
+                            rec[40..48].copy_from_slice(&i.to_le_bytes());
+                            t.insert((1, i), rec.as_slice()).unwrap();
+                        }
+                    }
+                    tx.commit().unwrap();
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let mib = env_mib("TESSERA_BENCH_MIB", 1024);
+    let bytes = mib << 20;
+    let blocks = bytes / 512;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    println!("tessera throughput bench: {mib} MiB, 3 datanodes, R=2 W=2 Q=1");
+    let limit = raw_redb_limit(blocks, 2, 3);
+    let limit_mbps = mbps(bytes, limit);
+    println!(
+        "  limit: redb direct, {} inserts (R=2), 2048/txn, durable: {:7.1} MB/s of file data ({:.2} s)",
+        blocks * 2,
+        limit_mbps,
+        limit.as_secs_f64()
+    );
+
+    let (w, r) = rt.block_on(async {
+        let c = TestCluster::start(3, Settings::default()).await;
+        let chunk = Bytes::from(tessera_integration::data::pseudo_random(7, 4 << 20));
+        let start = Instant::now();
+        let mut writer =
+            c.fs.replace(ROOT_INO, "bench", seed_for_path("/bench"), 0o644)
+                .await
+                .unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            writer.write(chunk.slice(..n)).await.unwrap();
+            left -= n as u64;
+        }
+        let inode = writer.finish(Some(bytes)).await.unwrap();
+        let w = start.elapsed();
+
+        let start = Instant::now();
+        let mut reader = c.fs.reader(inode);
+        let mut got = 0u64;
+        loop {
+            let b = reader.read(4 << 20).await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            got += b.len() as u64;
+        }
+        let r = start.elapsed();
+        assert_eq!(got, bytes);
+        c.shutdown().await;
+        (w, r)
+    });
+    let (wm, rm) = (mbps(bytes, w), mbps(bytes, r));
+    println!(
+        "  engine write (Fs, streamed):     {wm:7.1} MB/s = {:.2}x the limit ({:.2} s)",
+        wm / limit_mbps,
+        w.as_secs_f64()
+    );
+    println!(
+        "  engine read  (Fs, read-ahead):   {rm:7.1} MB/s ({:.2} s)",
+        r.as_secs_f64()
+    );
+
+    let rss_mib = env_mib("TESSERA_BENCH_RSS_MIB", 4096);
+    if rss_mib > 0 {
+        rt.block_on(async {
+            let c = ProcCluster::start(
+                3,
+                &[
+                    "--replicas",
+                    "2",
+                    "--write-quorum",
+                    "2",
+                    "--read-quorum",
+                    "1",
+                ],
+            );
+            let gw = c.gateway.as_ref().unwrap();
+            let pid = gw.pid();
+            let addr = gw.addr.clone();
+            let (tx, rx) = futures::channel::mpsc::channel::<Bytes>(2);
+            use futures::{SinkExt, StreamExt};
+            let body = http_body_util::StreamBody::new(
+                rx.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))),
+            );
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            let req = hyper::Request::put(format!("http://{addr}/big"))
+                .body(body)
+                .unwrap();
+            let upload = tokio::spawn(async move { client.request(req).await });
+            let chunk = Bytes::from(vec![0x5au8; 4 << 20]);
+            let start = Instant::now();
+            for _ in 0..(rss_mib / 4) {
+                let mut tx2 = tx.clone();
+                tx2.send(chunk.clone()).await.unwrap();
+            }
+            drop(tx);
+            let status = upload.await.unwrap().unwrap().status();
+            let t = start.elapsed();
+            assert!(status.is_success(), "PUT answered {status}");
+            println!(
+                "  gateway process: {rss_mib} MiB streaming PUT at {:.1} MB/s, peak RSS {} MiB",
+                mbps(rss_mib << 20, t),
+                peak_rss_kib(pid) / 1024
+            );
+        });
+    }
+}

@@ -28,16 +28,30 @@ async fn options_put_get_range_head() {
     assert_eq!(put.status, StatusCode::CREATED);
     let etag1 = put.headers.get("etag").cloned();
     let again = h.put("/f.bin", data.clone()).await.unwrap();
-    assert_eq!(again.status, StatusCode::NO_CONTENT, "replacing answers 204");
-    assert_ne!(again.headers.get("etag").cloned(), etag1, "a new version has a new ETag");
+    assert_eq!(
+        again.status,
+        StatusCode::NO_CONTENT,
+        "replacing answers 204"
+    );
+    assert_ne!(
+        again.headers.get("etag").cloned(),
+        etag1,
+        "a new version has a new ETag"
+    );
 
     let get = h.get("/f.bin").await.unwrap();
     assert_eq!(get.status, StatusCode::OK);
     assert!(get.body == data);
-    let r = h.request("GET", "/f.bin", &[("Range", "bytes=510-1029")], empty()).await.unwrap();
+    let r = h
+        .request("GET", "/f.bin", &[("Range", "bytes=510-1029")], empty())
+        .await
+        .unwrap();
     assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(&r.body[..], &data[510..1030]);
-    let tail = h.request("GET", "/f.bin", &[("Range", "bytes=-7")], empty()).await.unwrap();
+    let tail = h
+        .request("GET", "/f.bin", &[("Range", "bytes=-7")], empty())
+        .await
+        .unwrap();
     assert_eq!(&tail.body[..], &data[data.len() - 7..]);
     let head = h.request("HEAD", "/f.bin", &[], empty()).await.unwrap();
     assert_eq!(head.status, StatusCode::OK);
@@ -53,37 +67,117 @@ async fn options_put_get_range_head() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collections_delete_copy_move_propfind() {
     let (c, h) = cluster().await;
-    assert_eq!(h.request("MKCOL", "/a", &[], empty()).await.unwrap().status, StatusCode::CREATED);
-    assert_eq!(h.request("MKCOL", "/a", &[], empty()).await.unwrap().status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(h.request("MKCOL", "/x/y", &[], empty()).await.unwrap().status, StatusCode::CONFLICT);
-    assert_eq!(h.request("MKCOL", "/a/b", &[], empty()).await.unwrap().status, StatusCode::CREATED);
-    assert_eq!(h.put("/nope/f", "x").await.unwrap().status, StatusCode::CONFLICT, "PUT into a missing collection");
+    assert_eq!(
+        h.request("MKCOL", "/a", &[], empty()).await.unwrap().status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.request("MKCOL", "/a", &[], empty()).await.unwrap().status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(
+        h.request("MKCOL", "/x/y", &[], empty())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        h.request("MKCOL", "/a/b", &[], empty())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.put("/nope/f", "x").await.unwrap().status,
+        StatusCode::CONFLICT,
+        "PUT into a missing collection"
+    );
     let d1 = pseudo_random(2, 3000);
-    assert_eq!(h.put("/a/b/one", d1.clone()).await.unwrap().status, StatusCode::CREATED);
-    assert_eq!(h.put("/a/two", "two").await.unwrap().status, StatusCode::CREATED);
+    assert_eq!(
+        h.put("/a/b/one", d1.clone()).await.unwrap().status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.put("/a/two", "two").await.unwrap().status,
+        StatusCode::CREATED
+    );
 
     // PROPFIND depth 0 and 1.
-    let p0 = h.request("PROPFIND", "/a/", &[("Depth", "0")], empty()).await.unwrap();
+    let p0 = h
+        .request("PROPFIND", "/a/", &[("Depth", "0")], empty())
+        .await
+        .unwrap();
     assert_eq!(p0.status.as_u16(), 207);
     assert_eq!(p0.text().matches("<D:response>").count(), 1);
-    let p1 = h.request("PROPFIND", "/a/", &[("Depth", "1")], empty()).await.unwrap();
-    assert_eq!(p1.text().matches("<D:response>").count(), 3, "{}", p1.text());
+    let p1 = h
+        .request("PROPFIND", "/a/", &[("Depth", "1")], empty())
+        .await
+        .unwrap();
+    assert_eq!(
+        p1.text().matches("<D:response>").count(),
+        3,
+        "{}",
+        p1.text()
+    );
     assert!(p1.text().contains("/a/two") && p1.text().contains("/a/b/"));
 
     // COPY a tree, MOVE a file, then DELETE a tree.
-    let cp = h.request("COPY", "/a", &[("Destination", "/acopy"), ("Depth", "infinity")], empty()).await.unwrap();
+    let cp = h
+        .request(
+            "COPY",
+            "/a",
+            &[("Destination", "/acopy"), ("Depth", "infinity")],
+            empty(),
+        )
+        .await
+        .unwrap();
     assert_eq!(cp.status, StatusCode::CREATED, "{}", cp.text());
     assert!(h.get("/acopy/b/one").await.unwrap().body == d1);
-    let mv = h.request("MOVE", "/a/two", &[("Destination", "/moved")], empty()).await.unwrap();
+    let mv = h
+        .request("MOVE", "/a/two", &[("Destination", "/moved")], empty())
+        .await
+        .unwrap();
     assert_eq!(mv.status, StatusCode::CREATED);
     assert_eq!(h.get("/a/two").await.unwrap().status, StatusCode::NOT_FOUND);
     assert_eq!(&h.get("/moved").await.unwrap().body[..], b"two");
-    let over = h.request("MOVE", "/moved", &[("Destination", "/acopy/two"), ("Overwrite", "F")], empty()).await.unwrap();
-    assert_eq!(over.status, StatusCode::PRECONDITION_FAILED, "Overwrite: F onto an existing file");
-    assert_eq!(h.request("DELETE", "/a", &[], empty()).await.unwrap().status, StatusCode::NO_CONTENT);
-    assert_eq!(h.get("/a/b/one").await.unwrap().status, StatusCode::NOT_FOUND);
-    assert_eq!(h.request("DELETE", "/a", &[], empty()).await.unwrap().status, StatusCode::NOT_FOUND);
-    assert!(h.get("/acopy/b/one").await.unwrap().body == d1, "the copy is independent");
+    let over = h
+        .request(
+            "MOVE",
+            "/moved",
+            &[("Destination", "/acopy/two"), ("Overwrite", "F")],
+            empty(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        over.status,
+        StatusCode::PRECONDITION_FAILED,
+        "Overwrite: F onto an existing file"
+    );
+    assert_eq!(
+        h.request("DELETE", "/a", &[], empty())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.get("/a/b/one").await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.request("DELETE", "/a", &[], empty())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        h.get("/acopy/b/one").await.unwrap().body == d1,
+        "the copy is independent"
+    );
     c.shutdown().await;
 }
 
@@ -91,19 +185,43 @@ async fn collections_delete_copy_move_propfind() {
 async fn bad_paths_get_400_and_change_nothing() {
     let (c, h) = cluster().await;
     let long = format!("/{}", "n".repeat(256));
-    for bad in ["/a%00b", "/%2e%2e/etc/passwd", "/x/../../y", long.as_str(), "/bad%zzescape"] {
+    for bad in [
+        "/a%00b",
+        "/%2e%2e/etc/passwd",
+        "/x/../../y",
+        long.as_str(),
+        "/bad%zzescape",
+    ] {
         for method in ["GET", "PUT", "MKCOL", "DELETE", "PROPFIND"] {
-            let r = h.request(method, bad, &[], Bytes::from_static(b"data")).await.unwrap();
-            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {bad}: {}", r.text());
+            let r = h
+                .request(method, bad, &[], Bytes::from_static(b"data"))
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status,
+                StatusCode::BAD_REQUEST,
+                "{method} {bad}: {}",
+                r.text()
+            );
             assert!(!r.text().contains("panicked"));
         }
     }
     // A name of exactly 255 bytes is fine.
     let ok = format!("/{}", "n".repeat(255));
     assert_eq!(h.put(&ok, "x").await.unwrap().status, StatusCode::CREATED);
-    let listing = h.request("PROPFIND", "/", &[("Depth", "1")], empty()).await.unwrap();
-    assert_eq!(listing.text().matches("<D:response>").count(), 2, "only the root and the valid file");
-    assert_eq!(h.get("/missing").await.unwrap().status, StatusCode::NOT_FOUND);
+    let listing = h
+        .request("PROPFIND", "/", &[("Depth", "1")], empty())
+        .await
+        .unwrap();
+    assert_eq!(
+        listing.text().matches("<D:response>").count(),
+        2,
+        "only the root and the valid file"
+    );
+    assert_eq!(
+        h.get("/missing").await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
     c.shutdown().await;
 }
 
@@ -113,12 +231,19 @@ async fn bad_paths_get_400_and_change_nothing() {
 async fn unreachable_replicas_give_503() {
     let (mut c, h) = cluster().await;
     let data = pseudo_random(3, 200_000);
-    assert_eq!(h.put("/q.bin", data).await.unwrap().status, StatusCode::CREATED);
+    assert_eq!(
+        h.put("/q.bin", data).await.unwrap().status,
+        StatusCode::CREATED
+    );
     c.stop_node(0).await;
     c.stop_node(1).await;
     c.stop_node(2).await;
     let r = h.get("/q.bin").await.unwrap();
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
-    assert!(r.text().contains("slot"), "the message names the nodes: {}", r.text());
+    assert!(
+        r.text().contains("slot"),
+        "the message names the nodes: {}",
+        r.text()
+    );
     c.shutdown().await;
 }
