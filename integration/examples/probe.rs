@@ -1,55 +1,116 @@
-//! Where read time goes: one 8192-block get, direct and over RPC.
-use bytes::Bytes;
+//! Profiling aid: writes `TESSERA_PROBE_MIB` (default 256) through `Fs`, then
+//! reads it back `TESSERA_PROBE_READS` times (default 4), printing MB/s.
+//! Run under `perf record -D <ms>` to see only the reads.
 use std::time::Instant;
-use tessera_datanode::*;
+
+use bytes::Bytes;
+use tessera_gateway::placement::seed_for_path;
 use tessera_integration::cluster::TestCluster;
-use tessera_meta::Settings;
+use tessera_meta::{ROOT_INO, Settings};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 #[tokio::main]
 async fn main() {
+    let bytes = env("TESSERA_PROBE_MIB", 256) << 20;
     let c = TestCluster::start(3, Settings::default()).await;
-    let node = c.node(0);
-    let n = 8192u64;
-    let writes: Vec<BlockWrite> = (0..n)
-        .map(|i| BlockWrite {
-            key: BlockKey {
-                object: 9,
-                index: i,
-            },
-            block: Block::new(1, Bytes::from(vec![i as u8; 512])),
-        })
-        .collect();
+    let chunk = Bytes::from(tessera_integration::data::pseudo_random(7, 4 << 20));
     let t = Instant::now();
-    node.put(writes.clone()).await.unwrap();
-    println!("put 8192 over rpc: {:?}", t.elapsed());
-    let keys: Vec<BlockKey> = (0..n)
-        .map(|i| BlockKey {
-            object: 9,
-            index: i,
-        })
-        .collect();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let r = node.get(keys.clone()).await.unwrap();
-        println!("get 8192 over rpc: {:?} ({} results)", t.elapsed(), r.len());
+    let mut w =
+        c.fs.replace(ROOT_INO, "p", seed_for_path("/p"), 0o644)
+            .await
+            .unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        w.write(chunk.slice(..n)).await.unwrap();
+        left -= n as u64;
     }
-    let t = Instant::now();
-    let enc = tessera_rpc::codec::encode(&writes);
+    let inode = w.finish(Some(bytes)).await.unwrap();
     println!(
-        "encode 8192 writes: {:?} ({} bytes)",
-        t.elapsed(),
-        enc.len()
+        "write {:.1} MB/s",
+        bytes as f64 / t.elapsed().as_secs_f64() / 1e6
     );
-    let t = Instant::now();
-    let _: Vec<BlockWrite> = tessera_rpc::codec::decode(&enc).unwrap();
-    println!("decode 8192 writes: {:?}", t.elapsed());
-    let dir = tempfile::tempdir().unwrap();
-    let s = BlockStore::open(dir.path(), 64 << 20).unwrap();
-    s.put(writes).await.unwrap();
-    for _ in 0..3 {
+    for _ in 0..env("TESSERA_PROBE_READS", 4) {
         let t = Instant::now();
-        s.get(keys.clone()).await.unwrap();
-        println!("get 8192 direct: {:?}", t.elapsed());
+        let mut r = c.fs.reader(inode.clone());
+        let mut got = 0;
+        loop {
+            let b = r.read(4 << 20).await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            got += b.len() as u64;
+        }
+        assert_eq!(got, bytes);
+        println!(
+            "read {:.1} MB/s",
+            bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+        );
+    }
+    if std::env::var("TESSERA_PROBE_RAW").is_ok() {
+        raw_gets(&c, inode.object.id, bytes / 512).await;
     }
     c.shutdown().await;
+}
+
+/// Concurrent gets straight to one datanode, no gateway logic.
+#[allow(dead_code)]
+pub async fn raw_gets(c: &TestCluster, object: u64, blocks: u64) {
+    use tessera_datanode::BlockKey;
+    let node = c.node(0);
+    for n in [1u64, 100, 1000, 2730, 8192] {
+        let keys: Vec<BlockKey> = (0..n).map(|i| BlockKey { object, index: i }).collect();
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..10 {
+            let t = Instant::now();
+            node.get(keys.clone()).await.unwrap();
+            best = best.min(t.elapsed());
+        }
+        println!("get of {n} keys: best {best:?}");
+    }
+    for par in [1usize, 2, 4, 8] {
+        let t = Instant::now();
+        let per = 2730u64;
+        let total_calls = 64;
+        let mut done = 0;
+        let mut bytes = 0u64;
+        while done < total_calls {
+            let calls: Vec<_> = (0..par)
+                .map(|j| {
+                    let node = node.clone();
+                    let start =
+                        ((done + j) as u64 * per * 3) % blocks.saturating_sub(per * 3).max(1);
+                    async move {
+                        let keys: Vec<BlockKey> = (0..per)
+                            .map(|i| BlockKey {
+                                object,
+                                index: start + i * 3,
+                            })
+                            .collect();
+                        node.get(keys).await.unwrap()
+                    }
+                })
+                .collect();
+            for r in futures::future::join_all(calls).await {
+                bytes += r
+                    .iter()
+                    .map(|g| match g {
+                        tessera_datanode::GetResult::Found(b) => b.data.len() as u64,
+                        _ => 0,
+                    })
+                    .sum::<u64>();
+            }
+            done += par;
+        }
+        println!(
+            "raw gets par={par}: {:.1} MB/s found",
+            bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+        );
+    }
 }

@@ -41,8 +41,23 @@ pub fn test_options() -> FsOptions {
         },
         datanode_timeout: Duration::from_secs(5),
         ring_refresh: Duration::from_millis(200),
+        chunk_blocks: env_or(
+            "TESSERA_TEST_CHUNK_BLOCKS",
+            FsOptions::default().chunk_blocks,
+        ),
+        inflight_chunks: env_or(
+            "TESSERA_TEST_INFLIGHT",
+            FsOptions::default().inflight_chunks,
+        ),
         ..FsOptions::default()
     }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 impl TestCluster {
@@ -174,7 +189,11 @@ async fn start_node(node: &mut Node, slot: u32, meta: &str, secret: &Secret) {
     node.addr = listener.local_addr().expect("addr").to_string();
     let mut config = DatanodeConfig::new(node.data.clone(), meta.to_string());
     config.slot = Some(slot);
-    config.cache_bytes = 16 << 20;
+    config.cache_bytes = std::env::var("TESSERA_TEST_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(16)
+        << 20;
     let stop = CancellationToken::new();
     let (s, st) = (secret.clone(), stop.clone());
     let task = tokio::spawn(async move {
