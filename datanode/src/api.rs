@@ -53,12 +53,15 @@ impl Service for DatanodeService {
             )))
         };
         Ok(match req {
-            DatanodeRequest::Put(w) if w.0.len() > MAX_BLOCKS_PER_CALL => {
-                return too_many(w.0.len());
-            }
             DatanodeRequest::Get(k) if k.len() > MAX_BLOCKS_PER_CALL => return too_many(k.len()),
-            DatanodeRequest::Put(w) => DatanodeReply::Put(self.store.put(w.0).await?),
-            DatanodeRequest::Get(k) => DatanodeReply::Get(GetBatch(self.store.get(k).await?)),
+            DatanodeRequest::Put(batch) => {
+                let writes = batch.writes().map_err(DatanodeError::Invalid)?;
+                if writes.len() > MAX_BLOCKS_PER_CALL {
+                    return too_many(writes.len());
+                }
+                DatanodeReply::Put(self.store.put(writes).await?)
+            }
+            DatanodeRequest::Get(k) => DatanodeReply::Get(self.store.get_packed(k).await?),
             DatanodeRequest::DeleteObjects(o) => {
                 DatanodeReply::Deleted(self.store.delete_objects(o).await?)
             }
@@ -113,7 +116,9 @@ impl DatanodeClient {
 
     pub async fn put(&self, writes: Vec<BlockWrite>) -> Result<Vec<PutResult>, CallError> {
         let n = writes.len();
-        match self.call(&DatanodeRequest::Put(PutBatch(writes))).await? {
+        let batch = PutBatch::new(&writes);
+        drop(writes);
+        match self.call(&DatanodeRequest::Put(batch)).await? {
             DatanodeReply::Put(r) if r.len() == n => Ok(r),
             _ => Err(CallError::Unexpected),
         }
@@ -122,7 +127,10 @@ impl DatanodeClient {
     pub async fn get(&self, keys: Vec<BlockKey>) -> Result<Vec<GetResult>, CallError> {
         let n = keys.len();
         match self.call(&DatanodeRequest::Get(keys)).await? {
-            DatanodeReply::Get(r) if r.0.len() == n => Ok(r.0),
+            DatanodeReply::Get(r) => match r.results() {
+                Ok(results) if results.len() == n => Ok(results),
+                _ => Err(CallError::Unexpected),
+            },
             _ => Err(CallError::Unexpected),
         }
     }

@@ -58,6 +58,13 @@ impl Block {
         block.is_valid().then_some(block)
     }
 
+    /// Whether an on-disk record is well formed and matches its checksum.
+    pub fn verify_record(record: &[u8]) -> bool {
+        record.len() >= 40
+            && record.len() <= 40 + BLOCK_SIZE
+            && sha256(&record[40..]) == record[8..40]
+    }
+
     /// The generation of a record without verifying it.
     pub fn record_generation(record: &[u8]) -> Option<u64> {
         Some(u64::from_le_bytes(record.get(..8)?.try_into().ok()?))
@@ -92,6 +99,8 @@ pub enum GetResult {
     Missing,
     /// The stored record failed verification; its bytes are withheld.
     Corrupt,
+    /// The whole object was deleted (garbage-collected).
+    Gone,
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ impl DatanodeConfig {
             data,
             meta,
             slot: None,
-            cache_bytes: 64 << 20,
+            cache_bytes: 256 << 20,
         }
     }
 }

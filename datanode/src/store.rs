@@ -12,9 +12,13 @@ use tokio::sync::oneshot;
 
 use crate::DatanodeError;
 use crate::block::*;
+use crate::wire::{GetBatch, GetBatchBuilder};
 
 const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
 const INFO: TableDefinition<&str, &str> = TableDefinition::new("info");
+/// Objects deleted by GC. A get of one answers `Gone`, so a reader still
+/// streaming a replaced file gets an error instead of holes.
+const DELETED: TableDefinition<u64, ()> = TableDefinition::new("deleted");
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 256;
@@ -70,6 +74,7 @@ impl BlockStore {
         let tx = db.begin_write().map_err(storage)?;
         let node_id = {
             tx.open_table(BLOCKS).map_err(storage)?;
+            tx.open_table(DELETED).map_err(storage)?;
             let mut info = tx.open_table(INFO).map_err(storage)?;
             let existing = info
                 .get("node_id")
@@ -151,19 +156,26 @@ impl BlockStore {
 
     /// Reads and verifies `keys`; one result per key, in order.
     pub async fn get(&self, keys: Vec<BlockKey>) -> Result<Vec<GetResult>, DatanodeError> {
+        self.get_packed(keys).await?.results().map_err(storage)
+    }
+
+    /// Like [`BlockStore::get`], packed for the wire: each verified record is
+    /// copied from redb into one buffer, then into the reply.
+    pub async fn get_packed(&self, keys: Vec<BlockKey>) -> Result<GetBatch, DatanodeError> {
         let db = self.db.clone();
-        let results = tessera_rpc::blocking(move || -> Result<Vec<GetResult>, DatanodeError> {
-            let tx = db.begin_read().map_err(storage)?;
-            let table = tx.open_table(BLOCKS).map_err(storage)?;
-            read_sorted(&table, &keys)
-        })
-        .await?;
-        let corrupt = results.iter().filter(|r| **r == GetResult::Corrupt).count() as u64;
+        let (batch, corrupt) =
+            tessera_rpc::blocking(move || -> Result<(GetBatch, u64), DatanodeError> {
+                let tx = db.begin_read().map_err(storage)?;
+                let table = tx.open_table(BLOCKS).map_err(storage)?;
+                let deleted = tx.open_table(DELETED).map_err(storage)?;
+                read_sorted(&table, &deleted, &keys)
+            })
+            .await?;
         if corrupt > 0 {
             self.corrupt_reads.fetch_add(corrupt, Ordering::Relaxed);
             tracing::warn!(corrupt, "corrupt blocks found on read");
         }
-        Ok(results)
+        Ok(batch)
     }
 
     /// Deletes every block of `objects`; returns how many were removed.
@@ -199,14 +211,27 @@ impl BlockStore {
     }
 }
 
-/// Reads `keys` (any order) with one range scan per run of the same
-/// object, which is several times faster than point lookups; verifies every
-/// record found. Results come back in the order of `keys`.
+/// What one key turned out to be.
+#[derive(Clone, Copy)]
+enum Found {
+    Missing,
+    Corrupt,
+    Gone,
+    /// A verified record at `side[start..end]`.
+    At(usize, usize),
+}
+
+/// Reads `keys` (any order) with one range scan per run of the same object,
+/// several times faster than point lookups, verifying every record found.
+/// Verified records are copied once into a side buffer, then packed in the
+/// order of `keys`. Returns the batch and how many records were corrupt.
 fn read_sorted(
     table: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+    deleted: &redb::ReadOnlyTable<u64, ()>,
     keys: &[BlockKey],
-) -> Result<Vec<GetResult>, DatanodeError> {
-    let mut out = vec![GetResult::Missing; keys.len()];
+) -> Result<(GetBatch, u64), DatanodeError> {
+    let mut side: Vec<u8> = Vec::with_capacity(keys.len() * (40 + BLOCK_SIZE));
+    let mut found = vec![Found::Missing; keys.len()];
     let mut order: Vec<usize> = (0..keys.len()).collect();
     order.sort_by_key(|&i| (keys[i].object, keys[i].index));
     let mut run_start = 0;
@@ -217,51 +242,80 @@ fn read_sorted(
             run_end += 1;
         }
         let run = &order[run_start..run_end];
-        let (first, last) = (keys[run[0]].index, keys[run[run.len() - 1]].index);
-        let mut want = run.iter().peekable();
-        let scan = table.range((object, first)..=(object, last));
-        match scan {
-            Ok(iter) => {
-                for entry in iter {
-                    let Some(&&next) = want.peek() else { break };
-                    let (k, v) = match entry {
-                        Ok(kv) => kv,
-                        Err(e) => {
-                            // A page redb cannot read: the blocks still wanted are corrupt.
-                            tracing::warn!(object, error = %e, "unreadable blocks");
-                            for &i in want.by_ref() {
-                                out[i] = GetResult::Corrupt;
-                            }
-                            break;
-                        }
-                    };
-                    let index = k.value().1;
-                    while want.peek().is_some_and(|&&i| keys[i].index < index) {
-                        want.next();
-                    }
-                    let _ = next;
-                    while let Some(&&i) = want.peek() {
-                        if keys[i].index != index {
-                            break;
-                        }
-                        out[i] = match Block::decode_verified(v.value()) {
-                            Some(b) => GetResult::Found(b),
-                            None => GetResult::Corrupt,
-                        };
-                        want.next();
-                    }
-                }
+        run_start = run_end;
+        if deleted.get(object).map_err(storage)?.is_some() {
+            for &i in run {
+                found[i] = Found::Gone;
             }
+            continue;
+        }
+        let (first, last) = (keys[run[0]].index, keys[run[run.len() - 1]].index);
+        let mut want = run.iter().copied().peekable();
+        let iter = match table.range((object, first)..=(object, last)) {
+            Ok(iter) => iter,
             Err(e) => {
                 tracing::warn!(object, error = %e, "unreadable blocks");
                 for &i in run {
-                    out[i] = GetResult::Corrupt;
+                    found[i] = Found::Corrupt;
                 }
+                continue;
+            }
+        };
+        for entry in iter {
+            if want.peek().is_none() {
+                break;
+            }
+            let (k, v) = match entry {
+                Ok(kv) => kv,
+                Err(e) => {
+                    // A page redb cannot read: the blocks still wanted are corrupt.
+                    tracing::warn!(object, error = %e, "unreadable blocks");
+                    for i in want.by_ref() {
+                        found[i] = Found::Corrupt;
+                    }
+                    break;
+                }
+            };
+            let index = k.value().1;
+            while want.next_if(|&i| keys[i].index < index).is_some() {}
+            let rec = v.value();
+            let mut at = None;
+            while let Some(i) = want.next_if(|&i| keys[i].index == index) {
+                found[i] = match at {
+                    Some(f) => f,
+                    None if Block::verify_record(rec) => {
+                        let start = side.len();
+                        side.extend_from_slice(rec);
+                        let f = Found::At(start, side.len());
+                        at = Some(f);
+                        f
+                    }
+                    None => Found::Corrupt,
+                };
             }
         }
-        run_start = run_end;
     }
-    Ok(out)
+    let mut b = GetBatchBuilder::with_capacity(keys.len());
+    let mut corrupt = 0;
+    for f in found {
+        match f {
+            Found::At(start, end) => {
+                let rec = &side[start..end];
+                b.found(
+                    Block::record_generation(rec).unwrap_or(0),
+                    &rec[8..40],
+                    &rec[40..],
+                );
+            }
+            Found::Missing => b.missing(),
+            Found::Gone => b.gone(),
+            Found::Corrupt => {
+                corrupt += 1;
+                b.corrupt();
+            }
+        }
+    }
+    Ok((b.finish(), corrupt))
 }
 
 fn getrandom_fill(buf: &mut [u8]) {
@@ -302,7 +356,9 @@ fn commit(db: &Database, jobs: Vec<Job>) {
                     }
                     Job::Delete(objects, _) => {
                         let mut removed = 0u64;
+                        let mut deleted = tx.open_table(DELETED).map_err(storage)?;
                         for &o in objects {
+                            deleted.insert(o, ()).map_err(storage)?;
                             table
                                 .retain_in((o, 0)..=(o, u64::MAX), |_, _| {
                                     removed += 1;

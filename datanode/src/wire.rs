@@ -8,27 +8,28 @@
 //! Layouts (little endian):
 //! - write: `object u64 | index u64 | generation u64 | sha256 [32] | len u16 | data`
 //! - get result: `tag u8` (0 found, 1 missing, 2 corrupt), then for found:
-//!   `generation u64 | sha256 [32] | len u16 | data`
+//!   `generation u64 | sha256 [32] | len u16 | data`; 3 is gone (object deleted)
 
 use bytes::{Buf, BufMut, Bytes};
-use serde::de::{Error as _, Visitor};
+use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult};
 
-/// A batch of block writes, packed.
+/// A batch of block writes, held packed: encoding is a single copy and
+/// decoding slices the received buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PutBatch(pub Vec<BlockWrite>);
+pub struct PutBatch(Bytes);
 
-/// A batch of get results, packed.
+/// A batch of get results, held packed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GetBatch(pub Vec<GetResult>);
+pub struct GetBatch(Bytes);
 
-fn put_block(out: &mut Vec<u8>, b: &Block) {
-    out.put_u64_le(b.generation);
-    out.put_slice(&b.sha256);
-    out.put_u16_le(b.data.len() as u16);
-    out.put_slice(&b.data);
+pub(crate) fn put_block(out: &mut Vec<u8>, generation: u64, sha256: &[u8], data: &[u8]) {
+    out.put_u64_le(generation);
+    out.put_slice(sha256);
+    out.put_u16_le(data.len() as u16);
+    out.put_slice(data);
 }
 
 fn take_block(buf: &mut Bytes) -> Result<Block, String> {
@@ -50,17 +51,19 @@ fn take_block(buf: &mut Bytes) -> Result<Block, String> {
 }
 
 impl PutBatch {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.len() * (58 + BLOCK_SIZE));
-        for w in &self.0 {
+    pub fn new(writes: &[BlockWrite]) -> Self {
+        let mut out = Vec::with_capacity(writes.len() * (58 + BLOCK_SIZE));
+        for w in writes {
             out.put_u64_le(w.key.object);
             out.put_u64_le(w.key.index);
-            put_block(&mut out, &w.block);
+            put_block(&mut out, w.block.generation, &w.block.sha256, &w.block.data);
         }
-        out
+        PutBatch(Bytes::from(out))
     }
 
-    pub fn decode(mut buf: Bytes) -> Result<Self, String> {
+    /// The writes, each block's bytes a slice of the batch's buffer.
+    pub fn writes(&self) -> Result<Vec<BlockWrite>, String> {
+        let mut buf = self.0.clone();
         let mut v = Vec::with_capacity(buf.len() / (58 + BLOCK_SIZE) + 1);
         while buf.has_remaining() {
             if buf.remaining() < 16 {
@@ -75,37 +78,64 @@ impl PutBatch {
                 block: take_block(&mut buf)?,
             });
         }
-        Ok(PutBatch(v))
+        Ok(v)
+    }
+}
+
+/// Builds a [`GetBatch`] one result at a time.
+#[derive(Debug, Default)]
+pub struct GetBatchBuilder(Vec<u8>);
+
+impl GetBatchBuilder {
+    pub fn with_capacity(results: usize) -> Self {
+        GetBatchBuilder(Vec::with_capacity(results * (43 + BLOCK_SIZE)))
+    }
+    pub fn found(&mut self, generation: u64, sha256: &[u8], data: &[u8]) {
+        self.0.put_u8(0);
+        put_block(&mut self.0, generation, sha256, data);
+    }
+    pub fn missing(&mut self) {
+        self.0.put_u8(1);
+    }
+    pub fn corrupt(&mut self) {
+        self.0.put_u8(2);
+    }
+    pub fn gone(&mut self) {
+        self.0.put_u8(3);
+    }
+    pub fn finish(self) -> GetBatch {
+        GetBatch(Bytes::from(self.0))
     }
 }
 
 impl GetBatch {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.len() * (43 + BLOCK_SIZE));
-        for r in &self.0 {
+    pub fn new(results: &[GetResult]) -> Self {
+        let mut b = GetBatchBuilder::with_capacity(results.len());
+        for r in results {
             match r {
-                GetResult::Found(b) => {
-                    out.put_u8(0);
-                    put_block(&mut out, b);
-                }
-                GetResult::Missing => out.put_u8(1),
-                GetResult::Corrupt => out.put_u8(2),
+                GetResult::Found(blk) => b.found(blk.generation, &blk.sha256, &blk.data),
+                GetResult::Missing => b.missing(),
+                GetResult::Corrupt => b.corrupt(),
+                GetResult::Gone => b.gone(),
             }
         }
-        out
+        b.finish()
     }
 
-    pub fn decode(mut buf: Bytes) -> Result<Self, String> {
+    /// The results, each block's bytes a slice of the batch's buffer.
+    pub fn results(&self) -> Result<Vec<GetResult>, String> {
+        let mut buf = self.0.clone();
         let mut v = Vec::new();
         while buf.has_remaining() {
             v.push(match buf.get_u8() {
                 0 => GetResult::Found(take_block(&mut buf)?),
                 1 => GetResult::Missing,
                 2 => GetResult::Corrupt,
+                3 => GetResult::Gone,
                 t => return Err(format!("bad result tag {t}")),
             });
         }
-        Ok(GetBatch(v))
+        Ok(v)
     }
 }
 
@@ -125,16 +155,15 @@ impl<'de> Visitor<'de> for BytesVisitor {
 }
 
 macro_rules! packed_serde {
-    ($t:ty) => {
+    ($t:ident) => {
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(&self.encode())
+                s.serialize_bytes(&self.0)
             }
         }
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let bytes = d.deserialize_byte_buf(BytesVisitor)?;
-                <$t>::decode(bytes).map_err(D::Error::custom)
+                Ok($t(d.deserialize_byte_buf(BytesVisitor)?))
             }
         }
     };
@@ -156,30 +185,33 @@ mod tests {
             },
             block: Block::new(i.wrapping_add(1), Bytes::from_static(d)),
         };
-        let puts = PutBatch(vec![w(0, b""), w(1, b"abc"), w(u64::MAX, &[9u8; 512])]);
-        let enc = tessera_rpc::codec::encode(&puts);
-        assert_eq!(tessera_rpc::codec::decode::<PutBatch>(&enc).unwrap(), puts);
-        let gets = GetBatch(vec![
+        let writes = vec![w(0, b""), w(1, b"abc"), w(u64::MAX, &[9u8; 512])];
+        let enc = tessera_rpc::codec::encode(&PutBatch::new(&writes));
+        let back: PutBatch = tessera_rpc::codec::decode(&enc).unwrap();
+        assert_eq!(back.writes().unwrap(), writes);
+        let results = vec![
             GetResult::Missing,
             GetResult::Found(Block::new(3, Bytes::from_static(b"xyz"))),
             GetResult::Corrupt,
-        ]);
-        let enc = tessera_rpc::codec::encode(&gets);
-        assert_eq!(tessera_rpc::codec::decode::<GetBatch>(&enc).unwrap(), gets);
+        ];
+        let enc = tessera_rpc::codec::encode(&GetBatch::new(&results));
+        let back: GetBatch = tessera_rpc::codec::decode(&enc).unwrap();
+        assert_eq!(back.results().unwrap(), results);
         // Truncations and bad tags fail cleanly.
-        let raw = puts.encode();
+        let raw = PutBatch::new(&writes).0;
         for cut in [1, 17, 50, raw.len() - 1] {
-            assert!(
-                PutBatch::decode(Bytes::copy_from_slice(&raw[..cut])).is_err(),
-                "cut at {cut}"
-            );
+            assert!(PutBatch(raw.slice(..cut)).writes().is_err(), "cut at {cut}");
         }
-        assert!(GetBatch::decode(Bytes::from_static(&[7])).is_err());
+        assert!(GetBatch(Bytes::from_static(&[7])).results().is_err());
+        assert_eq!(
+            GetBatch::new(&[GetResult::Gone]).results().unwrap(),
+            vec![GetResult::Gone]
+        );
         let mut long = vec![0u8; 16 + 40];
         long.extend_from_slice(&600u16.to_le_bytes());
         long.extend_from_slice(&[0u8; 600]);
         assert!(
-            PutBatch::decode(Bytes::from(long)).is_err(),
+            PutBatch(Bytes::from(long)).writes().is_err(),
             "a block over 512 bytes"
         );
     }

@@ -102,7 +102,11 @@ async fn concurrent_puts_share_commits_and_survive_reopen() {
         got[0],
         GetResult::Found(Block::new(1, Bytes::from(vec![5u8; 512])))
     );
-    assert_eq!(got[1], GetResult::Missing);
+    assert_eq!(
+        got[1],
+        GetResult::Gone,
+        "a deleted object answers Gone, not Missing"
+    );
 }
 
 /// Flip a byte of a stored block in the file: the read reports it corrupt.

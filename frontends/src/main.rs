@@ -91,6 +91,9 @@ enum Command {
         /// Also FUSE-mount the file system here.
         #[arg(long)]
         mount: Option<PathBuf>,
+        /// redb page cache of each datanode, in MiB.
+        #[arg(long, default_value_t = 128)]
+        datanode_cache_mib: usize,
     },
     /// Run the metadata service.
     Meta {
@@ -119,6 +122,10 @@ enum Command {
         /// Ring slot to take (replacing a node that is gone).
         #[arg(long)]
         slot: Option<u32>,
+        /// redb page cache, in MiB (reads are much faster when the node's
+        /// hot data fits).
+        #[arg(long, default_value_t = 256)]
+        cache_mib: usize,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -177,6 +184,7 @@ async fn run(cli: Cli) -> Result<()> {
             settings,
             webdav,
             mount,
+            datanode_cache_mib,
         } => {
             if let Some(m) = mount {
                 anyhow::bail!(
@@ -189,6 +197,7 @@ async fn run(cli: Cli) -> Result<()> {
                 datanodes,
                 settings: settings.settings()?,
                 webdav,
+                datanode_cache_bytes: datanode_cache_mib << 20,
                 ..Default::default()
             };
             up::run(config, shutdown, None).await
@@ -213,10 +222,12 @@ async fn run(cli: Cli) -> Result<()> {
             data,
             meta,
             slot,
+            cache_mib,
             secret,
         } => {
             let mut config = DatanodeConfig::new(data, meta);
             config.slot = slot;
+            config.cache_bytes = cache_mib << 20;
             servers::datanode(&listen, config, secret.resolve()?, shutdown).await
         }
         Command::Gateway {

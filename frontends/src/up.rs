@@ -21,6 +21,8 @@ pub struct UpConfig {
     pub settings: Option<Settings>,
     pub webdav: String,
     pub options: FsOptions,
+    /// redb page cache of each datanode.
+    pub datanode_cache_bytes: usize,
 }
 
 impl Default for UpConfig {
@@ -31,6 +33,7 @@ impl Default for UpConfig {
             settings: None,
             webdav: "127.0.0.1:8080".into(),
             options: FsOptions::default(),
+            datanode_cache_bytes: 128 << 20,
         }
     }
 }
@@ -91,7 +94,7 @@ pub async fn run(
     for i in 0..config.datanodes {
         let mut dn = DatanodeConfig::new(data.join(format!("datanode-{i}")), meta_addr.to_string());
         dn.slot = Some(i);
-        dn.cache_bytes = 32 << 20;
+        dn.cache_bytes = config.datanode_cache_bytes;
         let (listener, addr) = bind("127.0.0.1:0", "datanode").await?;
         let (secret, stop) = (secret.clone(), services.clone());
         tasks.push(tokio::spawn(async move {

@@ -94,6 +94,7 @@ enum Seen {
     Valid(u64),
     Missing,
     Corrupt,
+    Gone,
 }
 
 #[derive(Default)]
@@ -330,6 +331,7 @@ impl BlockIo {
                                     Seen::Valid(g)
                                 }
                                 GetResult::Missing => Seen::Missing,
+                                GetResult::Gone => Seen::Gone,
                                 GetResult::Corrupt => {
                                     Stats::add(&self.stats.corrupt_seen, 1);
                                     Seen::Corrupt
@@ -352,6 +354,12 @@ impl BlockIo {
         let mut repairs = Vec::new();
         for (i, st) in states.into_iter().enumerate() {
             let index = range.start + i as u64;
+            if st.best.is_none() && st.seen.iter().any(|(_, s)| *s == Seen::Gone) {
+                return Err(Error::Conflict(format!(
+                    "object {} (replaced or deleted while being read)",
+                    object.id
+                )));
+            }
             if !st.has_copy(q) && !st.is_hole(q, r) {
                 Stats::add(&self.stats.read_failures, 1);
                 if st.answers < q {
@@ -375,6 +383,7 @@ impl BlockIo {
                     let bad = match seen {
                         Seen::Valid(g) => g < best.generation,
                         Seen::Missing | Seen::Corrupt => true,
+                        Seen::Gone => false,
                     };
                     if bad {
                         repairs.push(RepairJob {

@@ -18,6 +18,8 @@ pub struct FileReader {
     ahead: VecDeque<(u64, JoinHandle<Result<Bytes>>)>,
     /// The chunk being consumed: (start offset, bytes).
     current: Option<(u64, Bytes)>,
+    /// Start of the next chunk to fetch.
+    next_fetch: u64,
 }
 
 impl std::fmt::Debug for FileReader {
@@ -37,6 +39,7 @@ impl FileReader {
             pos: 0,
             ahead: VecDeque::new(),
             current: None,
+            next_fetch: 0,
         }
     }
 
@@ -53,29 +56,37 @@ impl FileReader {
     }
 
     pub fn seek(&mut self, pos: u64) {
-        if pos != self.pos {
-            self.pos = pos;
-            for (_, h) in self.ahead.drain(..) {
-                h.abort();
-            }
+        if pos == self.pos {
+            return;
         }
+        self.pos = pos;
+        let holds = |start: u64, len: usize| pos >= start && pos < start + len as u64;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(s, b)| holds(*s, b.len()))
+        {
+            return;
+        }
+        // Read-ahead from elsewhere in the file is of no use now.
+        for (_, h) in self.ahead.drain(..) {
+            h.abort();
+        }
+        self.next_fetch = (pos / self.chunk()) * self.chunk();
     }
 
-    /// Keeps chunks from the one holding `pos` fetched ahead.
+    /// Keeps up to `inflight_chunks` chunks from `next_fetch` on being fetched.
     fn fill(&mut self) {
         let chunk = self.chunk();
-        let mut next = match self.ahead.back() {
-            Some((s, _)) => s + chunk,
-            None => (self.pos / chunk) * chunk,
-        };
-        while self.ahead.len() < self.fs.options().inflight_chunks.max(1) && next < self.inode.size
+        while self.ahead.len() < self.fs.options().inflight_chunks.max(1)
+            && self.next_fetch < self.inode.size
         {
-            let (fs, inode) = (self.fs.clone(), self.inode.clone());
+            let (fs, inode, start) = (self.fs.clone(), self.inode.clone(), self.next_fetch);
             self.ahead.push_back((
-                next,
-                tokio::spawn(async move { fs.read(&inode, next, chunk).await }),
+                start,
+                tokio::spawn(async move { fs.read(&inode, start, chunk).await }),
             ));
-            next += chunk;
+            self.next_fetch += chunk;
         }
     }
 
@@ -94,19 +105,6 @@ impl FileReader {
                 let out = bytes.slice(from..from + n);
                 self.pos += n as u64;
                 return Ok(out);
-            }
-            // Drop read-ahead that does not hold the position (after a seek).
-            while let Some((s, _)) = self.ahead.front() {
-                if *s + self.chunk() <= self.pos || *s > self.pos {
-                    if let Some((_, h)) = self.ahead.pop_front() {
-                        h.abort();
-                    }
-                    if self.ahead.is_empty() {
-                        break;
-                    }
-                } else {
-                    break;
-                }
             }
             self.fill();
             let (start, task) = self

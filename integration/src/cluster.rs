@@ -192,7 +192,7 @@ async fn start_node(node: &mut Node, slot: u32, meta: &str, secret: &Secret) {
     config.cache_bytes = std::env::var("TESSERA_TEST_CACHE_MIB")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(16)
+        .unwrap_or(64)
         << 20;
     let stop = CancellationToken::new();
     let (s, st) = (secret.clone(), stop.clone());

@@ -258,3 +258,23 @@ async fn one_node_down_with_r3_w2_q2_nothing_blocks() {
     assert_eq!(Stats::get(&c.fs.stats().blocked_total), 0);
     c.shutdown().await;
 }
+
+/// A reader still holding a replaced file's old version after GC deleted it
+/// gets an error, never zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_collected_object_fails_instead_of_returning_zeros() {
+    let c = TestCluster::start(3, settings(2, 2, 1)).await;
+    let old = put(&c.fs, "g", &pseudo_random(1, 100_000)).await;
+    put(&c.fs, "g", &pseudo_random(2, 10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while total_blocks(&c, 3).await != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "gc did not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = c.fs.read(&old, 0, 4096).await.unwrap_err();
+    assert!(
+        matches!(err, tessera_gateway::Error::Conflict(_)),
+        "{err:?}"
+    );
+    c.shutdown().await;
+}
