@@ -9,7 +9,8 @@
 //!    streams through it (peak RSS from /proc).
 //!
 //! `TESSERA_BENCH_MIB` (default 1024) sets the size of 1-2;
-//! `TESSERA_BENCH_RSS_MIB` (default 4096, 0 to skip) the size of 3.
+//! `TESSERA_BENCH_RSS_MIB` (default 4096, 0 to skip) the size of 3;
+//! `TESSERA_TEST_CACHE_MIB` (default 64) the redb cache of each datanode in 1-2.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,7 +132,10 @@ fn main() {
         .build()
         .unwrap();
 
-    println!("tessera throughput bench: {mib} MiB, 3 datanodes, R=2 W=2 Q=1");
+    let cache = std::env::var("TESSERA_TEST_CACHE_MIB").unwrap_or_else(|_| "64".into());
+    println!(
+        "tessera throughput bench: {mib} MiB, 3 datanodes, R=2 W=2 Q=1, datanode cache {cache} MiB"
+    );
     let limit = raw_redb_limit(blocks, 2, 3);
     let limit_mbps = mbps(bytes, limit);
     println!(

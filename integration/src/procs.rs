@@ -256,9 +256,13 @@ impl ProcCluster {
 
     pub fn restart_datanode(&mut self, i: usize) {
         self.kill_datanode(i);
+        self.respawn_datanode(i);
+    }
+
+    /// Starts datanode `i` on its data and waits until it registers again.
+    fn respawn_datanode(&mut self, i: usize) {
         let before = self.datanode_registrations(i);
-        let p = self.spawn_datanode(i);
-        self.datanodes[i] = Some(p);
+        self.datanodes[i] = Some(self.spawn_datanode(i));
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while self.datanode_registrations(i) <= before {
             assert!(
@@ -297,16 +301,7 @@ impl ProcCluster {
         self.meta.kill9();
         self.meta = start_meta(self.dir.path(), &self.secret_file, &self.settings);
         for i in 0..self.datanodes.len() {
-            let before = self.datanode_registrations(i);
-            self.datanodes[i] = Some(self.spawn_datanode(i));
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while self.datanode_registrations(i) <= before {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "datanode {i} did not re-register"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            self.respawn_datanode(i);
         }
         self.start_gateway();
     }

@@ -733,17 +733,7 @@ impl<'t> Tables<'t> {
                 if inode.object.id != expect {
                     return Err(MetaError::Conflict(format!("inode {ino}")));
                 }
-                let old = inode.object;
-                inode.object = object;
-                inode.size = size;
-                inode.mtime = mtime;
-                inode.ctime = now;
-                inode.version = self.tick()?;
-                self.put(&inode)?;
-                self.pending.remove(object.id).map_err(storage)?;
-                if old.id != object.id {
-                    self.queue_gc(old)?;
-                }
+                self.swap_content(&mut inode, object, size, mtime, now)?;
                 Ok(Outcome::Inode(inode))
             }
             Change::Publish {
@@ -762,14 +752,7 @@ impl<'t> Tables<'t> {
                         if inode.kind != FileKind::File {
                             return Err(MetaError::IsADirectory(name));
                         }
-                        let old = inode.object;
-                        inode.object = object;
-                        inode.size = size;
-                        inode.mtime = mtime;
-                        inode.ctime = now;
-                        inode.version = self.tick()?;
-                        self.put(&inode)?;
-                        self.queue_gc(old)?;
+                        self.swap_content(&mut inode, object, size, mtime, now)?;
                         inode
                     }
                     None => {
@@ -837,6 +820,29 @@ impl<'t> Tables<'t> {
                 slot,
             } => self.register(node_id, addr, slot),
         }
+    }
+
+    /// Makes `object` the content of `inode`; the old object goes to GC.
+    fn swap_content(
+        &mut self,
+        inode: &mut Inode,
+        object: ObjectRef,
+        size: u64,
+        mtime: i64,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        let old = inode.object;
+        inode.object = object;
+        inode.size = size;
+        inode.mtime = mtime;
+        inode.ctime = now;
+        inode.version = self.tick()?;
+        self.put(inode)?;
+        self.pending.remove(object.id).map_err(storage)?;
+        if old.id != object.id {
+            self.queue_gc(old)?;
+        }
+        Ok(())
     }
 
     fn rename(
