@@ -20,6 +20,19 @@ use crate::ring::{RingCache, RingView};
 use crate::stripe::{self, BLOCK_SIZE};
 use crate::writer::{ObjectWriter, Target};
 
+/// The largest file Tessera holds (256 TiB); offsets past it are refused
+/// before any arithmetic can overflow.
+pub const MAX_FILE_SIZE: u64 = 1 << 48;
+
+fn check_end(offset: u64, len: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= MAX_FILE_SIZE => Ok(()),
+        _ => Err(Error::Invalid(format!(
+            "a file may not grow past {MAX_FILE_SIZE} bytes (offset {offset} + {len})"
+        ))),
+    }
+}
+
 /// Tunables of a gateway.
 #[derive(Debug, Clone)]
 pub struct FsOptions {
@@ -332,6 +345,7 @@ impl Fs {
     /// Writes `data` at `offset` into the file `ino` in place
     /// (read-modify-write of partial blocks), then commits size and mtime.
     pub async fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<Inode> {
+        check_end(offset, data.len() as u64)?;
         let _guard = self.inner.write_locks[(ino % 64) as usize].lock().await;
         let inode = self.getattr(ino).await?;
         if inode.kind != FileKind::File {
@@ -402,6 +416,7 @@ impl Fs {
     /// the kept bytes into a new object and swaps it in atomically, so no
     /// stale byte past the new end can reappear if the file grows again.
     pub async fn truncate(&self, ino: u64, size: u64) -> Result<Inode> {
+        check_end(size, 0)?;
         let _guard = self.inner.write_locks[(ino % 64) as usize].lock().await;
         let inode = self.getattr(ino).await?;
         if inode.kind != FileKind::File {

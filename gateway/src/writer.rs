@@ -85,6 +85,12 @@ impl ObjectWriter {
         if self.done {
             return Err(Error::Internal("write after finish".into()));
         }
+        if self.size + data.len() as u64 > crate::fs::MAX_FILE_SIZE {
+            return Err(Error::Invalid(format!(
+                "a file may not grow past {} bytes",
+                crate::fs::MAX_FILE_SIZE
+            )));
+        }
         self.size += data.len() as u64;
         self.buf.extend_from_slice(&data);
         while self.buf.len() >= self.chunk_bytes() {

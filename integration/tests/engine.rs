@@ -138,6 +138,12 @@ async fn partial_writes_and_truncate_down_then_up_reads_zeros() {
         back[700..].iter().all(|b| *b == 0),
         "bytes past a truncation must read as zeros"
     );
+    // Offsets past the largest file size are refused, not overflowed.
+    for off in [u64::MAX - 5, tessera_gateway::fs::MAX_FILE_SIZE] {
+        let err = fs.write_at(f.ino, off, b"xyz").await.unwrap_err();
+        assert!(matches!(err, tessera_gateway::Error::Invalid(_)), "{err:?}");
+    }
+    assert!(fs.truncate(f.ino, u64::MAX).await.is_err());
     // A write past the end leaves a hole of zeros.
     let after = fs.write_at(f.ino, 10_000, b"end").await.unwrap();
     let back = get_all(fs, after).await;
