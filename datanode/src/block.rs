@@ -90,6 +90,8 @@ pub enum PutResult {
     Newer(u64),
     /// The bytes did not match their checksum: nothing stored.
     Damaged,
+    /// The object was deleted (garbage-collected): nothing stored.
+    Gone,
 }
 
 /// The outcome of reading one block.

@@ -334,7 +334,24 @@ fn commit(db: &Database, jobs: Vec<Job>) {
                 outcomes.push(match job {
                     Job::Put(writes, _) => {
                         let mut results = Vec::with_capacity(writes.len());
+                        let deleted = tx.open_table(DELETED).map_err(storage)?;
+                        // (object, deleted?) of the last object looked up.
+                        let mut last: Option<(u64, bool)> = None;
                         for w in writes {
+                            let gone = match last {
+                                Some((o, g)) if o == w.key.object => g,
+                                _ => {
+                                    let g = deleted.get(w.key.object).map_err(storage)?.is_some();
+                                    last = Some((w.key.object, g));
+                                    g
+                                }
+                            };
+                            if gone {
+                                // A late write into a collected object must not
+                                // bring its blocks back.
+                                results.push(PutResult::Gone);
+                                continue;
+                            }
                             let key = (w.key.object, w.key.index);
                             let rec = w.block.encode();
                             // Insert, and put the old record back if it was newer:

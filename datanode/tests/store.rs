@@ -137,3 +137,18 @@ async fn corruption_on_disk_is_reported_not_served() {
     assert_eq!(got, vec![GetResult::Corrupt]);
     assert_eq!(s.stats().await.unwrap().corrupt_reads, 1);
 }
+
+/// A write that arrives after its object was collected stores nothing.
+#[tokio::test]
+async fn late_writes_into_a_deleted_object_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = BlockStore::open(dir.path(), 8 << 20).unwrap();
+    s.put(vec![w(4, 0, 1, b"a")]).await.unwrap();
+    s.delete_objects(vec![4]).await.unwrap();
+    let r = s
+        .put(vec![w(4, 1, 1, b"late"), w(5, 0, 1, b"other")])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![PutResult::Gone, PutResult::Stored]);
+    assert_eq!(s.stats().await.unwrap().blocks, 1);
+}

@@ -192,6 +192,12 @@ impl BlockIo {
                         for (&(i, k), res) in items.iter().zip(results) {
                             match res {
                                 PutResult::Stored | PutResult::Newer(_) => tally.ack(i, k),
+                                PutResult::Gone => {
+                                    return Err(Error::Conflict(format!(
+                                        "object {} (deleted while being written)",
+                                        object.id
+                                    )));
+                                }
                                 PutResult::Damaged => failures.push(format!(
                                     "{}: block {} damaged in transfer",
                                     view.describe(slot),

@@ -88,7 +88,7 @@ pub async fn run_worker(
                     Ok(results) => {
                         let ok = results
                             .iter()
-                            .filter(|r| !matches!(r, PutResult::Damaged))
+                            .filter(|r| matches!(r, PutResult::Stored | PutResult::Newer(_)))
                             .count() as u64;
                         stats.repairs_done.fetch_add(ok, Ordering::Relaxed);
                         stats.repairs_failed.fetch_add(n - ok, Ordering::Relaxed);

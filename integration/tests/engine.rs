@@ -170,15 +170,18 @@ async fn gc_deletes_replaced_unlinked_and_abandoned_objects() {
         "an unfinished upload is never visible"
     );
     let live = 2 * 50_000u64.div_ceil(512);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Done when meta's GC and upload queues are empty and only the live
+    // file's blocks remain.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let t = total_blocks(&c, 3).await;
-        if t == live {
+        let (_, gc, pending) = c.fs.meta().counts().await.unwrap();
+        if t == live && gc == 0 && pending == 0 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "gc left {t} blocks, expected {live}"
+            "gc left {t} blocks (expected {live}), {gc} queued, {pending} uploads pending"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
