@@ -258,3 +258,31 @@ async fn register_more(s: &MetaStore) {
     };
     assert_eq!(s.apply(c).await.unwrap(), Outcome::Slot(1));
 }
+
+#[tokio::test]
+async fn setattr_changes_only_what_it_names_and_bumps_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let d = inode(&s, mkdir(ROOT_INO, "d")).await.unwrap();
+    let attr = SetAttr {
+        mode: Some(0o100700),
+        mtime: Some(42),
+        ..SetAttr::default()
+    };
+    let d2 = inode(&s, Change::SetAttr { ino: d.ino, attr })
+        .await
+        .unwrap();
+    assert_eq!(d2.mode, 0o700, "file-type bits are dropped");
+    assert_eq!(d2.mtime, 42);
+    assert_eq!((d2.uid, d2.gid, d2.atime), (d.uid, d.gid, d.atime));
+    assert!(d2.version > d.version);
+    assert_eq!(s.getattr(d.ino).await.unwrap(), d2);
+    let missing = Change::SetAttr {
+        ino: 9999,
+        attr: SetAttr::default(),
+    };
+    assert!(matches!(
+        s.apply(missing).await,
+        Err(MetaError::NotFound(_))
+    ));
+}
