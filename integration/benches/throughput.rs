@@ -220,27 +220,14 @@ fn main() {
             );
             let gw = c.gateway.as_ref().unwrap();
             let pid = gw.pid();
-            let addr = gw.addr.clone();
-            let (tx, rx) = futures::channel::mpsc::channel::<Bytes>(2);
-            use futures::{SinkExt, StreamExt};
-            let body = http_body_util::StreamBody::new(
-                rx.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))),
-            );
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http();
-            let req = hyper::Request::put(format!("http://{addr}/big"))
-                .body(body)
-                .unwrap();
-            let upload = tokio::spawn(async move { client.request(req).await });
+            let http = tessera_integration::http::Http::new(&gw.addr);
+            let mut upload = http.put_streaming("/big");
             let chunk = Bytes::from(vec![0x5au8; 4 << 20]);
             let start = Instant::now();
             for _ in 0..(rss_mib / 4) {
-                let mut tx2 = tx.clone();
-                tx2.send(chunk.clone()).await.unwrap();
+                upload.send(chunk.clone()).await.unwrap();
             }
-            drop(tx);
-            let status = upload.await.unwrap().unwrap().status();
+            let status = upload.finish().await.unwrap();
             let t = start.elapsed();
             assert!(status.is_success(), "PUT answered {status}");
             println!(

@@ -72,3 +72,48 @@ impl Http {
         self.request("GET", path, &[], Bytes::new()).await
     }
 }
+
+/// A PUT whose body is fed chunk by chunk, never held whole.
+pub struct StreamingPut {
+    tx: futures::channel::mpsc::Sender<Bytes>,
+    reply: tokio::task::JoinHandle<Result<StatusCode, String>>,
+}
+
+impl Http {
+    /// Starts `PUT path` with a streamed (chunked) body.
+    pub fn put_streaming(&self, path: &str) -> StreamingPut {
+        use futures::StreamExt;
+        let (tx, rx) = futures::channel::mpsc::channel::<Bytes>(1);
+        let body = http_body_util::StreamBody::new(
+            rx.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))),
+        );
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let req = hyper::Request::put(format!("{}{path}", self.base)).body(body);
+        let reply = tokio::spawn(async move {
+            let req = req.map_err(|e| e.to_string())?;
+            client
+                .request(req)
+                .await
+                .map(|r| r.status())
+                .map_err(|e| e.to_string())
+        });
+        StreamingPut { tx, reply }
+    }
+}
+
+impl StreamingPut {
+    /// Sends one chunk; waits while the server is not reading.
+    pub async fn send(&mut self, chunk: Bytes) -> anyhow::Result<()> {
+        use futures::SinkExt;
+        self.tx
+            .send(chunk)
+            .await
+            .map_err(|_| anyhow::anyhow!("the upload ended early"))
+    }
+
+    /// Ends the body and waits for the reply: its status, or why there was none.
+    pub async fn finish(self) -> Result<StatusCode, String> {
+        drop(self.tx);
+        self.reply.await.map_err(|e| e.to_string())?
+    }
+}

@@ -1,13 +1,9 @@
 //! Process-level fault tests: the real `tessera` binary as separate meta,
 //! datanode and gateway processes, killed with SIGKILL.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use http_body_util::StreamBody;
-use hyper::body::Frame;
 use tessera_datanode::{BlockKey, DatanodeClient, GetResult};
 use tessera_gateway::placement;
 use tessera_integration::data::{corrupt_in_file, pseudo_random, tagged_blocks};
@@ -213,8 +209,7 @@ async fn d_everything_restarted_keeps_every_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_gateway_killed_mid_replace_keeps_the_old_file() {
     let mut c = ProcCluster::start(3, R2W2Q1);
-    let addr = c.gateway_addr();
-    let http = Http::new(&addr);
+    let http = Http::new(&c.gateway_addr());
     let v1 = pseudo_random(77, 3 << 20);
     assert_eq!(
         http.put("/e.bin", v1.clone()).await.unwrap().status,
@@ -222,25 +217,17 @@ async fn e_gateway_killed_mid_replace_keeps_the_old_file() {
     );
 
     // Stream 64 MiB of a new version, and kill the gateway a third of the way in.
-    let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(1);
-    let body = StreamBody::new(rx.map(|b| Ok::<_, Infallible>(Frame::data(b))));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let req = hyper::Request::put(format!("http://{addr}/e.bin"))
-        .body(body)
-        .unwrap();
-    let upload = tokio::spawn(async move { client.request(req).await });
-    use futures::SinkExt;
+    let mut upload = http.put_streaming("/e.bin");
     for i in 0..6u64 {
-        tx.send(Bytes::from(pseudo_random(1000 + i, 4 << 20)))
+        upload
+            .send(Bytes::from(pseudo_random(1000 + i, 4 << 20)))
             .await
             .unwrap();
     }
     c.kill_gateway();
-    drop(tx);
-    let outcome = upload.await.unwrap();
+    let outcome = upload.finish().await;
     assert!(
-        outcome.is_err() || !outcome.unwrap().status().is_success(),
+        !outcome.is_ok_and(|s| s.is_success()),
         "the upload cannot have succeeded"
     );
 
