@@ -216,7 +216,7 @@ async fn e_gateway_killed_mid_replace_keeps_the_old_file() {
         StatusCode::CREATED
     );
 
-    // Stream 64 MiB of a new version, and kill the gateway a third of the way in.
+    // Stream a new version (chunked, no length) and kill the gateway after 24 MiB.
     let mut upload = http.put_streaming("/e.bin");
     for i in 0..6u64 {
         upload
