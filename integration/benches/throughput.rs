@@ -19,9 +19,9 @@ use bytes::Bytes;
 use redb::{Database, Durability, TableDefinition};
 use tessera_datanode::Block;
 use tessera_gateway::placement::{self, seed_for_path};
-use tessera_integration::cluster::TestCluster;
-use tessera_integration::procs::ProcCluster;
-use tessera_meta::{ObjectRef, ROOT_INO, Settings};
+use tessera_integration::cluster::{TestCluster, read_stream, write_stream};
+use tessera_integration::procs::{ProcCluster, R2W2Q1};
+use tessera_meta::{ObjectRef, Settings};
 
 const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
 
@@ -131,31 +131,11 @@ fn median(v: &mut [f64]) -> f64 {
 /// One engine round: write `bytes` through `Fs`, then read them back.
 async fn engine_round(bytes: u64) -> (Duration, Duration) {
     let c = TestCluster::start(3, Settings::default()).await;
-    let chunk = Bytes::from(tessera_integration::data::pseudo_random(7, 4 << 20));
     let start = Instant::now();
-    let mut writer =
-        c.fs.replace(ROOT_INO, "bench", seed_for_path("/bench"), 0o644)
-            .await
-            .unwrap();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        writer.write(chunk.slice(..n)).await.unwrap();
-        left -= n as u64;
-    }
-    let inode = writer.finish(Some(bytes)).await.unwrap();
+    let inode = write_stream(&c.fs, "bench", bytes).await;
     let w = start.elapsed();
-
     let start = Instant::now();
-    let mut reader = c.fs.reader(inode);
-    let mut got = 0u64;
-    loop {
-        let b = reader.read(4 << 20).await.unwrap();
-        if b.is_empty() {
-            break;
-        }
-        got += b.len() as u64;
-    }
+    let got = read_stream(&c.fs, inode).await;
     let r = start.elapsed();
     assert_eq!(got, bytes);
     c.shutdown().await;
@@ -207,17 +187,7 @@ fn main() {
     let rss_mib = env_mib("TESSERA_BENCH_RSS_MIB", 4096);
     if rss_mib > 0 {
         rt.block_on(async {
-            let c = ProcCluster::start(
-                3,
-                &[
-                    "--replicas",
-                    "2",
-                    "--write-quorum",
-                    "2",
-                    "--read-quorum",
-                    "1",
-                ],
-            );
+            let c = ProcCluster::start(3, R2W2Q1);
             let gw = c.gateway.as_ref().unwrap();
             let pid = gw.pid();
             let http = tessera_integration::http::Http::new(&gw.addr);

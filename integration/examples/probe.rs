@@ -3,10 +3,8 @@
 //! Run under `perf record -D <ms>` to see only the reads.
 use std::time::Instant;
 
-use bytes::Bytes;
-use tessera_gateway::placement::seed_for_path;
-use tessera_integration::cluster::TestCluster;
-use tessera_meta::{ROOT_INO, Settings};
+use tessera_integration::cluster::{TestCluster, read_stream, write_stream};
+use tessera_meta::Settings;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -19,34 +17,15 @@ fn env(name: &str, default: u64) -> u64 {
 async fn main() {
     let bytes = env("TESSERA_PROBE_MIB", 256) << 20;
     let c = TestCluster::start(3, Settings::default()).await;
-    let chunk = Bytes::from(tessera_integration::data::pseudo_random(7, 4 << 20));
     let t = Instant::now();
-    let mut w =
-        c.fs.replace(ROOT_INO, "p", seed_for_path("/p"), 0o644)
-            .await
-            .unwrap();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        w.write(chunk.slice(..n)).await.unwrap();
-        left -= n as u64;
-    }
-    let inode = w.finish(Some(bytes)).await.unwrap();
+    let inode = write_stream(&c.fs, "p", bytes).await;
     println!(
         "write {:.1} MB/s",
         bytes as f64 / t.elapsed().as_secs_f64() / 1e6
     );
     for _ in 0..env("TESSERA_PROBE_READS", 4) {
         let t = Instant::now();
-        let mut r = c.fs.reader(inode.clone());
-        let mut got = 0;
-        loop {
-            let b = r.read(4 << 20).await.unwrap();
-            if b.is_empty() {
-                break;
-            }
-            got += b.len() as u64;
-        }
+        let got = read_stream(&c.fs, inode.clone()).await;
         assert_eq!(got, bytes);
         println!(
             "read {:.1} MB/s",

@@ -215,3 +215,34 @@ async fn wait_registered(meta: &tessera_meta::MetaClient, slot: u32, addr: &str)
     }
     panic!("datanode {slot} did not register at {addr}");
 }
+
+/// Streams `bytes` of pseudo-random content into `/name` through `fs` in
+/// 4 MiB pieces (never held whole); returns the published inode.
+pub async fn write_stream(fs: &tessera_gateway::Fs, name: &str, bytes: u64) -> tessera_meta::Inode {
+    let chunk = bytes::Bytes::from(crate::data::pseudo_random(7, 4 << 20));
+    let seed = tessera_gateway::placement::seed_for_path(&format!("/{name}"));
+    let mut writer = fs
+        .replace(tessera_meta::ROOT_INO, name, seed, 0o644)
+        .await
+        .expect("start upload");
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        writer.write(chunk.slice(..n)).await.expect("write");
+        left -= n as u64;
+    }
+    writer.finish(Some(bytes)).await.expect("publish")
+}
+
+/// Reads all of `inode` through a streaming reader; returns the byte count.
+pub async fn read_stream(fs: &tessera_gateway::Fs, inode: tessera_meta::Inode) -> u64 {
+    let mut reader = fs.reader(inode);
+    let mut got = 0u64;
+    loop {
+        let b = reader.read(4 << 20).await.expect("read");
+        if b.is_empty() {
+            return got;
+        }
+        got += b.len() as u64;
+    }
+}

@@ -321,3 +321,13 @@ fn start_meta(dir: &Path, secret: &Path, settings: &[String]) -> Proc {
     args.extend(settings.iter().map(String::as_str));
     Proc::start("meta", &args, dir)
 }
+
+/// Flags for the default settings: R=2, W=2, Q=1.
+pub const R2W2Q1: &[&str] = &[
+    "--replicas",
+    "2",
+    "--write-quorum",
+    "2",
+    "--read-quorum",
+    "1",
+];

@@ -8,18 +8,10 @@ use tessera_datanode::{BlockKey, DatanodeClient, GetResult};
 use tessera_gateway::placement;
 use tessera_integration::data::{corrupt_in_file, pseudo_random, tagged_blocks};
 use tessera_integration::http::{Http, StatusCode};
-use tessera_integration::procs::{Proc, ProcCluster};
+use tessera_integration::procs::{Proc, ProcCluster, R2W2Q1};
 use tessera_meta::MetaClient;
 use tessera_rpc::Transport;
 
-const R2W2Q1: &[&str] = &[
-    "--replicas",
-    "2",
-    "--write-quorum",
-    "2",
-    "--read-quorum",
-    "1",
-];
 const R3W2Q2: &[&str] = &[
     "--replicas",
     "3",
