@@ -1,32 +1,54 @@
 //! The datanode's messages, handler and typed client.
+//!
+//! Headers are postcard; block bytes travel as raw payload after them
+//! ([`crate::wire`]).
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tessera_rpc::{Client, Service, Transport};
+use tessera_rpc::{Client, Payload, Service, Transport};
 
 use crate::DatanodeError;
 use crate::block::*;
 use crate::store::{BlockStore, StoreStats};
-use crate::wire::{GetBatch, PutBatch};
+use crate::wire::{self, PutItem};
 
 /// Most blocks in one put or get call.
 pub const MAX_BLOCKS_PER_CALL: usize = 1 << 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DatanodeRequest {
-    Put(PutBatch),
-    Get(Vec<BlockKey>),
+    /// Stores the blocks of the put segments in the payload.
+    Put,
+    /// Reads blocks `indices` (strictly increasing) of `object`; the reply
+    /// payload is a get batch.
+    Get {
+        object: u64,
+        indices: Vec<u64>,
+    },
     DeleteObjects(Vec<u64>),
+    /// A reader found these blocks' bytes not matching their SHA-256.
+    ReportCorrupt {
+        object: u64,
+        indices: Vec<u64>,
+    },
     Stats,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DatanodeReply {
     Put(Vec<PutResult>),
-    Get(GetBatch),
+    /// `count` results follow as a get batch.
+    Get {
+        count: u32,
+    },
     Deleted(u64),
-    Stats { node_id: String, stats: StoreStats },
+    Reported,
+    Stats {
+        node_id: String,
+        stats: StoreStats,
+    },
 }
 
 pub type DatanodeResponse = Result<DatanodeReply, DatanodeError>;
@@ -39,6 +61,58 @@ impl DatanodeService {
     pub fn new(store: BlockStore) -> Self {
         DatanodeService { store }
     }
+
+    async fn handle_inner(
+        &self,
+        req: DatanodeRequest,
+        payload: Bytes,
+    ) -> Result<(DatanodeReply, Payload), DatanodeError> {
+        let too_many = |n: usize| {
+            Err(DatanodeError::Invalid(format!(
+                "{n} blocks in one call; at most {MAX_BLOCKS_PER_CALL}"
+            )))
+        };
+        if !payload.is_empty() && !matches!(req, DatanodeRequest::Put) {
+            return Err(DatanodeError::Invalid(
+                "only a put carries a payload".into(),
+            ));
+        }
+        Ok(match req {
+            DatanodeRequest::Put => {
+                let items = wire::parse_put(&payload).map_err(DatanodeError::Invalid)?;
+                if items.len() > MAX_BLOCKS_PER_CALL {
+                    return too_many(items.len());
+                }
+                (DatanodeReply::Put(self.store.put(items).await?), vec![])
+            }
+            DatanodeRequest::Get { indices, .. } if indices.len() > MAX_BLOCKS_PER_CALL => {
+                return too_many(indices.len());
+            }
+            DatanodeRequest::Get { object, indices } => {
+                let count = indices.len() as u32;
+                let (batch, _) = self.store.get_packed(object, indices).await?;
+                (DatanodeReply::Get { count }, batch)
+            }
+            DatanodeRequest::DeleteObjects(o) => (
+                DatanodeReply::Deleted(self.store.delete_objects(o).await?),
+                vec![],
+            ),
+            DatanodeRequest::ReportCorrupt { object, indices } => {
+                if indices.len() > MAX_BLOCKS_PER_CALL {
+                    return too_many(indices.len());
+                }
+                self.store.report_corrupt(object, &indices);
+                (DatanodeReply::Reported, vec![])
+            }
+            DatanodeRequest::Stats => (
+                DatanodeReply::Stats {
+                    node_id: self.store.node_id().to_string(),
+                    stats: self.store.stats().await?,
+                },
+                vec![],
+            ),
+        })
+    }
 }
 
 impl Service for DatanodeService {
@@ -46,30 +120,11 @@ impl Service for DatanodeService {
     type Response = DatanodeResponse;
     const NAME: &'static str = "datanode";
 
-    async fn handle(&self, req: DatanodeRequest) -> DatanodeResponse {
-        let too_many = |n: usize| {
-            Err(DatanodeError::Invalid(format!(
-                "{n} blocks in one call; at most {MAX_BLOCKS_PER_CALL}"
-            )))
-        };
-        Ok(match req {
-            DatanodeRequest::Get(k) if k.len() > MAX_BLOCKS_PER_CALL => return too_many(k.len()),
-            DatanodeRequest::Put(batch) => {
-                let writes = batch.writes().map_err(DatanodeError::Invalid)?;
-                if writes.len() > MAX_BLOCKS_PER_CALL {
-                    return too_many(writes.len());
-                }
-                DatanodeReply::Put(self.store.put(writes).await?)
-            }
-            DatanodeRequest::Get(k) => DatanodeReply::Get(self.store.get_packed(k).await?),
-            DatanodeRequest::DeleteObjects(o) => {
-                DatanodeReply::Deleted(self.store.delete_objects(o).await?)
-            }
-            DatanodeRequest::Stats => DatanodeReply::Stats {
-                node_id: self.store.node_id().to_string(),
-                stats: self.store.stats().await?,
-            },
-        })
+    async fn handle(&self, req: DatanodeRequest, payload: Bytes) -> (DatanodeResponse, Payload) {
+        match self.handle_inner(req, payload).await {
+            Ok((reply, payload)) => (Ok(reply), payload),
+            Err(e) => (Err(e), vec![]),
+        }
     }
 }
 
@@ -80,8 +135,8 @@ pub enum CallError {
     Datanode(#[from] DatanodeError),
     #[error(transparent)]
     Rpc(#[from] tessera_rpc::Error),
-    #[error("datanode gave an unexpected reply")]
-    Unexpected,
+    #[error("datanode gave an unexpected reply: {0}")]
+    Unexpected(String),
 }
 
 #[derive(Clone)]
@@ -110,42 +165,98 @@ impl DatanodeClient {
         }
     }
 
-    async fn call(&self, req: &DatanodeRequest) -> Result<DatanodeReply, CallError> {
-        Ok(self.rpc.call(req).await??)
+    async fn call(
+        &self,
+        req: &DatanodeRequest,
+        payload: Payload,
+    ) -> Result<(DatanodeReply, Bytes), CallError> {
+        let (resp, payload) = self.rpc.call_with(req, payload).await?;
+        Ok((resp?, payload))
     }
 
-    pub async fn put(&self, writes: Vec<BlockWrite>) -> Result<Vec<PutResult>, CallError> {
-        let n = writes.len();
-        let batch = PutBatch::new(&writes);
-        drop(writes);
-        match self.call(&DatanodeRequest::Put(batch)).await? {
-            DatanodeReply::Put(r) if r.len() == n => Ok(r),
-            _ => Err(CallError::Unexpected),
+    /// Stores the blocks of `segments` (see [`wire::put_segment`]); one
+    /// result per block, in segment order.
+    pub async fn put(&self, segments: Payload, blocks: usize) -> Result<Vec<PutResult>, CallError> {
+        match self.call(&DatanodeRequest::Put, segments).await? {
+            (DatanodeReply::Put(r), _) if r.len() == blocks => Ok(r),
+            (other, _) => Err(CallError::Unexpected(format!(
+                "{other:?} to a put of {blocks}"
+            ))),
         }
     }
 
-    pub async fn get(&self, keys: Vec<BlockKey>) -> Result<Vec<GetResult>, CallError> {
-        let n = keys.len();
-        match self.call(&DatanodeRequest::Get(keys)).await? {
-            DatanodeReply::Get(r) => match r.results() {
-                Ok(results) if results.len() == n => Ok(results),
-                _ => Err(CallError::Unexpected),
-            },
-            _ => Err(CallError::Unexpected),
+    /// Stores `writes` (any objects, any order); one result per write.
+    pub async fn put_blocks(&self, writes: &[BlockWrite]) -> Result<Vec<PutResult>, CallError> {
+        let mut segments = Vec::new();
+        let mut at = 0;
+        while at < writes.len() {
+            let object = writes[at].key.object;
+            let end = at
+                + writes[at..]
+                    .iter()
+                    .take_while(|w| w.key.object == object)
+                    .count();
+            let run = &writes[at..end];
+            segments.push(wire::put_segment(
+                object,
+                run.iter().map(|w| (w.key.index, &w.block)),
+            ));
+            at = end;
+        }
+        self.put(segments, writes.len()).await
+    }
+
+    /// Blocks `indices` (strictly increasing) of `object`, unverified: the
+    /// caller checks each against its SHA-256.
+    pub async fn get(&self, object: u64, indices: Vec<u64>) -> Result<Vec<GetResult>, CallError> {
+        let n = indices.len();
+        match self
+            .call(&DatanodeRequest::Get { object, indices }, vec![])
+            .await?
+        {
+            (DatanodeReply::Get { count }, payload) if count as usize == n => {
+                wire::parse_get(n, payload).map_err(CallError::Unexpected)
+            }
+            (other, _) => Err(CallError::Unexpected(format!("{other:?} to a get of {n}"))),
+        }
+    }
+
+    pub async fn report_corrupt(&self, object: u64, indices: Vec<u64>) -> Result<(), CallError> {
+        match self
+            .call(&DatanodeRequest::ReportCorrupt { object, indices }, vec![])
+            .await?
+        {
+            (DatanodeReply::Reported, _) => Ok(()),
+            (other, _) => Err(CallError::Unexpected(format!("{other:?} to a report"))),
         }
     }
 
     pub async fn delete_objects(&self, objects: Vec<u64>) -> Result<u64, CallError> {
-        match self.call(&DatanodeRequest::DeleteObjects(objects)).await? {
-            DatanodeReply::Deleted(n) => Ok(n),
-            _ => Err(CallError::Unexpected),
+        match self
+            .call(&DatanodeRequest::DeleteObjects(objects), vec![])
+            .await?
+        {
+            (DatanodeReply::Deleted(n), _) => Ok(n),
+            (other, _) => Err(CallError::Unexpected(format!("{other:?} to a delete"))),
         }
     }
 
     pub async fn stats(&self) -> Result<(String, StoreStats), CallError> {
-        match self.call(&DatanodeRequest::Stats).await? {
-            DatanodeReply::Stats { node_id, stats } => Ok((node_id, stats)),
-            _ => Err(CallError::Unexpected),
+        match self.call(&DatanodeRequest::Stats, vec![]).await? {
+            (DatanodeReply::Stats { node_id, stats }, _) => Ok((node_id, stats)),
+            (other, _) => Err(CallError::Unexpected(format!("{other:?} to stats"))),
         }
     }
+}
+
+/// Items of a put, as the store takes them (for tools that bypass the wire).
+pub fn items(object: u64, blocks: impl IntoIterator<Item = (u64, Block)>) -> Vec<PutItem> {
+    blocks
+        .into_iter()
+        .map(|(index, block)| PutItem {
+            object,
+            index,
+            block,
+        })
+        .collect()
 }

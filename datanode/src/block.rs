@@ -15,7 +15,7 @@ pub struct BlockKey {
 
 /// One stored copy of a block. `data` is at most [`BLOCK_SIZE`] bytes; the
 /// file size says where the file ends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub generation: u64,
     pub sha256: [u8; 32],
@@ -35,47 +35,13 @@ impl Block {
     pub fn is_valid(&self) -> bool {
         self.data.len() <= BLOCK_SIZE && sha256(&self.data) == self.sha256
     }
-
-    /// The on-disk record: generation (8, LE), sha256 (32), bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(40 + self.data.len());
-        v.extend_from_slice(&self.generation.to_le_bytes());
-        v.extend_from_slice(&self.sha256);
-        v.extend_from_slice(&self.data);
-        v
-    }
-
-    /// Parses and verifies a record; `None` if it is damaged.
-    pub fn decode_verified(record: &[u8]) -> Option<Block> {
-        if record.len() < 40 || record.len() > 40 + BLOCK_SIZE {
-            return None;
-        }
-        let block = Block {
-            generation: u64::from_le_bytes(record[..8].try_into().ok()?),
-            sha256: record[8..40].try_into().ok()?,
-            data: Bytes::copy_from_slice(&record[40..]),
-        };
-        block.is_valid().then_some(block)
-    }
-
-    /// Whether an on-disk record is well formed and matches its checksum.
-    pub fn verify_record(record: &[u8]) -> bool {
-        record.len() >= 40
-            && record.len() <= 40 + BLOCK_SIZE
-            && sha256(&record[40..]) == record[8..40]
-    }
-
-    /// The generation of a record without verifying it.
-    pub fn record_generation(record: &[u8]) -> Option<u64> {
-        Some(u64::from_le_bytes(record.get(..8)?.try_into().ok()?))
-    }
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockWrite {
     pub key: BlockKey,
     pub block: Block,
@@ -94,12 +60,13 @@ pub enum PutResult {
     Gone,
 }
 
-/// The outcome of reading one block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The outcome of reading one block. A datanode does not hash blocks on
+/// reads: `Found` bytes are verified against their SHA-256 by the reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GetResult {
     Found(Block),
     Missing,
-    /// The stored record failed verification; its bytes are withheld.
+    /// The stored record is damaged (its entry failed its check); no bytes.
     Corrupt,
     /// The whole object was deleted (garbage-collected).
     Gone,
@@ -110,19 +77,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_detect_damage() {
+    fn validity() {
         let b = Block::new(9, Bytes::from_static(b"hello"));
-        let mut rec = b.encode();
-        assert_eq!(Block::decode_verified(&rec), Some(b.clone()));
-        assert_eq!(Block::record_generation(&rec), Some(9));
-        let last = rec.len() - 1;
-        rec[last] ^= 1;
-        assert_eq!(Block::decode_verified(&rec), None);
-        assert_eq!(Block::decode_verified(&rec[..10]), None);
-        let empty = Block::new(1, Bytes::new());
-        assert_eq!(Block::decode_verified(&empty.encode()), Some(empty));
+        assert!(b.is_valid());
+        let mut bad = b.clone();
+        bad.data = Bytes::from_static(b"hellO");
+        assert!(!bad.is_valid());
+        assert!(Block::new(1, Bytes::new()).is_valid());
         let mut big = Block::new(1, Bytes::from(vec![0u8; 513]));
-        assert!(!big.is_valid());
+        assert!(!big.is_valid(), "longer than a block");
         big.data = Bytes::from(vec![0u8; 512]);
         big.sha256 = sha256(&big.data);
         assert!(big.is_valid());

@@ -1,20 +1,30 @@
 //! Tessera's datanode: 512-byte blocks in one redb file.
 //!
-//! A block record is `(object_id, block_index) -> (generation, sha256, bytes)`.
-//! Puts are verified (a damaged transfer is refused) and group-committed with
-//! `Durability::Immediate`: a put is acknowledged only after its transaction
-//! is on disk. Gets recompute the SHA-256 and report a bad record as
-//! `Corrupt`, never returning its bytes. A record is never replaced by one of
-//! a lower generation.
+//! A block record is `(generation, sha256, bytes)` for block `index` of an
+//! object; a node's records of one object within a group of
+//! [`extent::GROUP_BLOCKS`] blocks live together in one extent row keyed
+//! `(object, group)`. Puts are verified (a damaged transfer is refused) and
+//! group-committed with `Durability::Immediate`: a put is acknowledged only
+//! after its transaction is on disk. A record is never replaced by one of a
+//! lower generation.
+//!
+//! One checksum pass per hop: the datanode hashes every block it is given
+//! (the transfer), but not the blocks it reads out: the reader verifies
+//! them end to end and reports a mismatch back (`ReportCorrupt`, counted in
+//! [`StoreStats::corrupt_reported`]); data at rest is covered by scrub. A
+//! damaged row entry is caught by its own check and answered as `Corrupt`
+//! for exactly that block.
 //!
 //! - [`block`]: block keys, records and their checksums (pure).
+//! - [`extent`]: the extent row codec (pure).
 //! - [`store`]: the redb block store and its group-commit thread.
-//! - [`wire`]: packed wire encodings of block batches.
+//! - [`wire`]: block payloads on the wire (raw bytes, no serializer).
 //! - [`api`]: request/response enums, [`DatanodeService`], the typed [`DatanodeClient`].
 //! - [`server`]: `run(config, listener, secret, shutdown)` for `tessera datanode`.
 
 pub mod api;
 pub mod block;
+pub mod extent;
 pub mod server;
 pub mod store;
 pub mod wire;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_meta::MetaClient;
-use tessera_meta::store::{Change, Outcome};
 use tessera_rpc::{Secret, Transport};
 use tokio::net::TcpListener;
 
@@ -80,17 +79,11 @@ pub async fn register(
 ) -> Option<u32> {
     let mut delay = Duration::from_millis(50);
     loop {
-        let change = Change::Register {
-            node_id: node_id.clone(),
-            addr: addr.clone(),
-            slot,
-        };
-        match meta.change(change).await {
-            Ok(Outcome::Slot(s)) => {
+        match meta.register(&node_id, &addr, slot).await {
+            Ok(s) => {
                 tracing::info!(%node_id, slot = s, "registered with meta");
                 return Some(s);
             }
-            Ok(other) => tracing::error!(?other, "unexpected registration reply"),
             Err(tessera_meta::api::CallError::Meta(e)) => {
                 tracing::error!(error = %e, "meta refused the registration");
                 return None;

@@ -1,4 +1,11 @@
-//! The block store: one redb file, one group-commit thread.
+//! The block store: extent rows in one redb file, one group-commit thread.
+//!
+//! Puts are verified (SHA-256 of every block, off the runtime) before the
+//! commit thread sees them; the commit thread merges them into the rows they
+//! touch and commits every job waiting in one durable transaction. Gets copy
+//! the asked-for records out of their rows without hashing them: the reader
+//! verifies end to end, and reports what it finds damaged
+//! ([`BlockStore::report_corrupt`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,38 +13,60 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
 };
+use tessera_rpc::Payload;
 use tessera_rpc::group::GroupCommit;
 use tokio::sync::oneshot;
 
 use crate::DatanodeError;
 use crate::block::*;
-use crate::wire::{GetBatch, GetBatchBuilder};
+use crate::extent::{self, GROUP_BLOCKS, Lookup, Record, Row};
+use crate::wire::{GetBatchBuilder, PutItem};
 
-const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
+/// `(object, group) -> extent row` (see [`crate::extent`]).
+const EXTENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("extents");
 const INFO: TableDefinition<&str, &str> = TableDefinition::new("info");
+/// "blocks": how many block records the rows hold.
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Objects deleted by GC. A get of one answers `Gone`, so a reader still
 /// streaming a replaced file gets an error instead of holes.
 const DELETED: TableDefinition<u64, ()> = TableDefinition::new("deleted");
+/// Table name -> format version (see [`tessera_rpc::formats`]).
+const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
+const TABLE_FORMATS: &[(&str, u32)] = &[
+    ("extents", extent::ROW_VERSION as u32),
+    ("info", 1),
+    ("counters", 1),
+    ("deleted", 1),
+];
+/// The table of the first format: one row per block.
+const OLD_BLOCKS_TABLE: &str = "blocks";
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 256;
 
+type Reply<T> = oneshot::Sender<Result<T, DatanodeError>>;
+
 enum Job {
-    Put(
-        Vec<BlockWrite>,
-        oneshot::Sender<Result<Vec<PutResult>, DatanodeError>>,
-    ),
-    Delete(Vec<u64>, oneshot::Sender<Result<u64, DatanodeError>>),
+    /// Verified writes, sorted by (object, index), with their positions in
+    /// the caller's batch.
+    Put(Vec<(usize, PutItem)>, Reply<Vec<(usize, PutResult)>>),
+    Delete(Vec<u64>, Reply<u64>),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreStats {
+    /// Block records held.
     pub blocks: u64,
+    /// Extent rows holding them.
+    pub rows: u64,
     /// Size of the redb file.
     pub bytes: u64,
-    /// Corrupt records found by reads since start.
+    /// Damaged records found by reads since start (entries failing their check).
     pub corrupt_reads: u64,
+    /// Blocks whose bytes readers found not matching their SHA-256, since start.
+    pub corrupt_reported: u64,
     /// Damaged transfers refused since start.
     pub damaged_puts: u64,
 }
@@ -49,6 +78,7 @@ pub struct BlockStore {
     writer: Arc<GroupCommit<Job>>,
     node_id: String,
     corrupt_reads: Arc<AtomicU64>,
+    corrupt_reported: Arc<AtomicU64>,
     damaged_puts: Arc<AtomicU64>,
 }
 
@@ -73,8 +103,40 @@ impl BlockStore {
             })?;
         let tx = db.begin_write().map_err(storage)?;
         let node_id = {
-            tx.open_table(BLOCKS).map_err(storage)?;
+            let tables: Vec<String> = tx
+                .list_tables()
+                .map_err(storage)?
+                .map(|t| t.name().to_string())
+                .collect();
+            if tables.iter().any(|t| t == OLD_BLOCKS_TABLE) {
+                return Err(storage(format!(
+                    "{} holds blocks in the first datanode format (one row per block), \
+                     written by an earlier Tessera; this build stores extent rows (format {}) \
+                     and does not convert. Move the directory aside and start the node on an \
+                     empty one: its blocks are still on their other replicas",
+                    path.display(),
+                    extent::ROW_VERSION
+                )));
+            }
+            let mut formats = tx.open_table(FORMATS).map_err(storage)?;
+            let mut recorded = Vec::new();
+            for e in formats.iter().map_err(storage)? {
+                let (k, v) = e.map_err(storage)?;
+                recorded.push((k.value().to_string(), v.value()));
+            }
+            let new = tessera_rpc::formats::check(
+                &path.display().to_string(),
+                &recorded,
+                &tables,
+                TABLE_FORMATS,
+            )
+            .map_err(DatanodeError::Storage)?;
+            for (t, v) in new {
+                formats.insert(t, v).map_err(storage)?;
+            }
+            tx.open_table(EXTENTS).map_err(storage)?;
             tx.open_table(DELETED).map_err(storage)?;
+            tx.open_table(COUNTERS).map_err(storage)?;
             let mut info = tx.open_table(INFO).map_err(storage)?;
             let existing = info
                 .get("node_id")
@@ -103,6 +165,7 @@ impl BlockStore {
             writer: Arc::new(writer),
             node_id,
             corrupt_reads: Arc::default(),
+            corrupt_reported: Arc::default(),
             damaged_puts: Arc::default(),
         })
     }
@@ -112,70 +175,96 @@ impl BlockStore {
         &self.node_id
     }
 
-    /// Verifies and durably stores `writes`; one result per write, in order.
-    pub async fn put(&self, writes: Vec<BlockWrite>) -> Result<Vec<PutResult>, DatanodeError> {
+    /// Verifies and durably stores `items`; one result per item, in order.
+    pub async fn put(&self, items: Vec<PutItem>) -> Result<Vec<PutResult>, DatanodeError> {
+        let n = items.len();
         // Hash off the runtime, in parallel with other batches, before the
-        // commit thread sees anything.
-        let (good, verdicts) = tessera_rpc::blocking(move || {
-            let verdicts: Vec<bool> = writes.iter().map(|w| w.block.is_valid()).collect();
-            let good: Vec<BlockWrite> = writes
-                .into_iter()
-                .zip(&verdicts)
-                .filter_map(|(w, ok)| ok.then_some(w))
-                .collect();
-            (good, verdicts)
+        // commit thread sees anything; sort for the row merge meanwhile.
+        let (mut good, damaged) = tessera_rpc::blocking(move || {
+            let mut good = Vec::with_capacity(items.len());
+            let mut damaged = Vec::new();
+            for (pos, item) in items.into_iter().enumerate() {
+                if item.block.is_valid() {
+                    good.push((pos, item));
+                } else {
+                    damaged.push(pos);
+                }
+            }
+            good.sort_by_key(|(_, i)| (i.object, i.index));
+            (good, damaged)
         })
         .await;
-        let damaged = verdicts.iter().filter(|ok| !**ok).count() as u64;
-        if damaged > 0 {
-            self.damaged_puts.fetch_add(damaged, Ordering::Relaxed);
+        let mut results = vec![PutResult::Damaged; n];
+        if !damaged.is_empty() {
+            self.damaged_puts
+                .fetch_add(damaged.len() as u64, Ordering::Relaxed);
             tracing::warn!(
-                damaged,
+                damaged = damaged.len(),
                 "refused blocks whose bytes do not match their checksum"
             );
         }
-        let mut stored = if good.is_empty() {
-            Vec::new()
-        } else {
-            let (tx, rx) = oneshot::channel();
-            self.writer.submit(Job::Put(good, tx)).map_err(storage)?;
-            rx.await.map_err(storage)??
+        if good.is_empty() {
+            return Ok(results);
         }
-        .into_iter();
-        Ok(verdicts
-            .into_iter()
-            .map(|ok| {
-                if ok {
-                    stored.next().unwrap_or(PutResult::Damaged)
-                } else {
-                    PutResult::Damaged
-                }
-            })
-            .collect())
+        let (tx, rx) = oneshot::channel();
+        good.shrink_to_fit();
+        self.writer.submit(Job::Put(good, tx)).map_err(storage)?;
+        for (pos, r) in rx.await.map_err(storage)?? {
+            results[pos] = r;
+        }
+        Ok(results)
     }
 
-    /// Reads and verifies `keys`; one result per key, in order.
-    pub async fn get(&self, keys: Vec<BlockKey>) -> Result<Vec<GetResult>, DatanodeError> {
-        self.get_packed(keys).await?.results().map_err(storage)
-    }
-
-    /// Like [`BlockStore::get`], packed for the wire: each verified record is
-    /// copied from redb into one buffer, then into the reply.
-    pub async fn get_packed(&self, keys: Vec<BlockKey>) -> Result<GetBatch, DatanodeError> {
+    /// Blocks `indices` (strictly increasing) of `object`, packed for the
+    /// wire, without hashing them. Also returns how many were corrupt.
+    pub async fn get_packed(
+        &self,
+        object: u64,
+        indices: Vec<u64>,
+    ) -> Result<(Payload, usize), DatanodeError> {
+        if indices.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(DatanodeError::Invalid(
+                "block indices must be strictly increasing".into(),
+            ));
+        }
         let db = self.db.clone();
-        let (batch, corrupt) =
-            tessera_rpc::blocking(move || -> Result<(GetBatch, u64), DatanodeError> {
-                let tx = db.begin_read().map_err(storage)?;
-                let table = tx.open_table(BLOCKS).map_err(storage)?;
-                let deleted = tx.open_table(DELETED).map_err(storage)?;
-                read_sorted(&table, &deleted, &keys)
-            })
-            .await?;
+        let (batch, corrupt) = tessera_rpc::blocking(move || {
+            let tx = db.begin_read().map_err(storage)?;
+            let table = tx.open_table(EXTENTS).map_err(storage)?;
+            let deleted = tx.open_table(DELETED).map_err(storage)?;
+            read_rows(&table, &deleted, object, &indices)
+        })
+        .await?;
         if corrupt > 0 {
-            self.corrupt_reads.fetch_add(corrupt, Ordering::Relaxed);
-            tracing::warn!(corrupt, "corrupt blocks found on read");
+            self.corrupt_reads
+                .fetch_add(corrupt as u64, Ordering::Relaxed);
+            tracing::warn!(object, corrupt, "damaged block records found on read");
         }
-        Ok(batch)
+        Ok((batch.finish(), corrupt))
+    }
+
+    /// Like [`BlockStore::get_packed`], decoded (tests and tools).
+    pub async fn get(
+        &self,
+        object: u64,
+        indices: Vec<u64>,
+    ) -> Result<Vec<GetResult>, DatanodeError> {
+        let n = indices.len();
+        let (payload, _) = self.get_packed(object, indices).await?;
+        crate::wire::parse_get(n, bytes::Bytes::from(payload.concat())).map_err(storage)
+    }
+
+    /// A reader found these blocks' bytes not matching their SHA-256: they
+    /// are counted here and repaired by the reader; scrub finds the rest.
+    pub fn report_corrupt(&self, object: u64, indices: &[u64]) {
+        self.corrupt_reported
+            .fetch_add(indices.len() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            object,
+            blocks = ?&indices[..indices.len().min(16)],
+            count = indices.len(),
+            "a reader found blocks damaged at rest on this node"
+        );
     }
 
     /// Deletes every block of `objects`; returns how many were removed.
@@ -190,136 +279,161 @@ impl BlockStore {
     pub async fn stats(&self) -> Result<StoreStats, DatanodeError> {
         let db = self.db.clone();
         let path = self.path.clone();
-        let (blocks, bytes) =
-            tessera_rpc::blocking(move || -> Result<(u64, u64), DatanodeError> {
+        let (blocks, rows, bytes) =
+            tessera_rpc::blocking(move || -> Result<(u64, u64, u64), DatanodeError> {
                 let tx = db.begin_read().map_err(storage)?;
-                let blocks = tx
-                    .open_table(BLOCKS)
+                let rows = tx
+                    .open_table(EXTENTS)
                     .map_err(storage)?
                     .len()
                     .map_err(storage)?;
+                let blocks = tx
+                    .open_table(COUNTERS)
+                    .map_err(storage)?
+                    .get("blocks")
+                    .map_err(storage)?
+                    .map_or(0, |v| v.value());
                 let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                Ok((blocks, bytes))
+                Ok((blocks, rows, bytes))
             })
             .await?;
         Ok(StoreStats {
             blocks,
+            rows,
             bytes,
             corrupt_reads: self.corrupt_reads.load(Ordering::Relaxed),
+            corrupt_reported: self.corrupt_reported.load(Ordering::Relaxed),
             damaged_puts: self.damaged_puts.load(Ordering::Relaxed),
         })
     }
 }
 
-/// What one key turned out to be.
-#[derive(Clone, Copy)]
-enum Found {
-    Missing,
-    Corrupt,
-    Gone,
-    /// A verified record at `side[start..end]`.
-    At(usize, usize),
-}
-
-/// Reads `keys` (any order) with one range scan per run of the same object,
-/// several times faster than point lookups, verifying every record found.
-/// Verified records are copied once into a side buffer, then packed in the
-/// order of `keys`. Returns the batch and how many records were corrupt.
-fn read_sorted(
+/// Packs blocks `indices` (sorted) of `object`, one row lookup per group.
+/// Returns the batch and how many records were damaged.
+fn read_rows(
     table: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
     deleted: &redb::ReadOnlyTable<u64, ()>,
-    keys: &[BlockKey],
-) -> Result<(GetBatch, u64), DatanodeError> {
-    let mut side: Vec<u8> = Vec::with_capacity(keys.len() * (40 + BLOCK_SIZE));
-    let mut found = vec![Found::Missing; keys.len()];
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by_key(|&i| (keys[i].object, keys[i].index));
-    let mut run_start = 0;
-    while run_start < order.len() {
-        let object = keys[order[run_start]].object;
-        let mut run_end = run_start;
-        while run_end < order.len() && keys[order[run_end]].object == object {
-            run_end += 1;
-        }
-        let run = &order[run_start..run_end];
-        run_start = run_end;
-        if deleted.get(object).map_err(storage)?.is_some() {
-            for &i in run {
-                found[i] = Found::Gone;
-            }
-            continue;
-        }
-        let (first, last) = (keys[run[0]].index, keys[run[run.len() - 1]].index);
-        let mut want = run.iter().copied().peekable();
-        let iter = match table.range((object, first)..=(object, last)) {
-            Ok(iter) => iter,
+    object: u64,
+    indices: &[u64],
+) -> Result<(GetBatchBuilder, usize), DatanodeError> {
+    let mut b = GetBatchBuilder::with_capacity(indices.len());
+    if deleted.get(object).map_err(storage)?.is_some() {
+        indices.iter().for_each(|_| b.gone());
+        return Ok((b, 0));
+    }
+    let mut corrupt = 0;
+    let mut at = 0;
+    while at < indices.len() {
+        let group = indices[at] / GROUP_BLOCKS;
+        let end = at + indices[at..].partition_point(|&i| i / GROUP_BLOCKS == group);
+        let run = &indices[at..end];
+        at = end;
+        let guard = match table.get((object, group)) {
+            Ok(g) => g,
             Err(e) => {
-                tracing::warn!(object, error = %e, "unreadable blocks");
-                for &i in run {
-                    found[i] = Found::Corrupt;
-                }
+                // A page redb cannot read: these blocks are corrupt here.
+                tracing::warn!(object, group, error = %e, "unreadable extent row");
+                corrupt += run.len();
+                run.iter().for_each(|_| b.corrupt());
                 continue;
             }
         };
-        for entry in iter {
-            if want.peek().is_none() {
-                break;
-            }
-            let (k, v) = match entry {
-                Ok(kv) => kv,
-                Err(e) => {
-                    // A page redb cannot read: the blocks still wanted are corrupt.
-                    tracing::warn!(object, error = %e, "unreadable blocks");
-                    for i in want.by_ref() {
-                        found[i] = Found::Corrupt;
-                    }
-                    break;
+        let Some(guard) = guard else {
+            run.iter().for_each(|_| b.missing());
+            continue;
+        };
+        let row = Row::parse(object, group, guard.value());
+        for &i in run {
+            match row.get((i % GROUP_BLOCKS) as u16) {
+                Lookup::Found(r) => b.found(r.generation, r.sha256, r.data),
+                Lookup::Missing => b.missing(),
+                Lookup::Corrupt => {
+                    corrupt += 1;
+                    b.corrupt();
                 }
-            };
-            let index = k.value().1;
-            while want.next_if(|&i| keys[i].index < index).is_some() {}
-            let rec = v.value();
-            let mut at = None;
-            while let Some(i) = want.next_if(|&i| keys[i].index == index) {
-                found[i] = match at {
-                    Some(f) => f,
-                    None if Block::verify_record(rec) => {
-                        let start = side.len();
-                        side.extend_from_slice(rec);
-                        let f = Found::At(start, side.len());
-                        at = Some(f);
-                        f
-                    }
-                    None => Found::Corrupt,
-                };
             }
         }
     }
-    let mut b = GetBatchBuilder::with_capacity(keys.len());
-    let mut corrupt = 0;
-    for f in found {
-        match f {
-            Found::At(start, end) => {
-                let rec = &side[start..end];
-                b.found(
-                    Block::record_generation(rec).unwrap_or(0),
-                    &rec[8..40],
-                    &rec[40..],
-                );
-            }
-            Found::Missing => b.missing(),
-            Found::Gone => b.gone(),
-            Found::Corrupt => {
-                corrupt += 1;
-                b.corrupt();
-            }
-        }
-    }
-    Ok((b.finish(), corrupt))
+    Ok((b, corrupt))
 }
 
 fn getrandom_fill(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the OS random source is available");
+}
+
+/// Merges `items` (sorted, all in row `(object, group)`) into that row,
+/// never lowering a block's generation. Returns each item's result and the
+/// change in the number of records held.
+fn merge_row(
+    table: &mut redb::Table<(u64, u64), &'static [u8]>,
+    object: u64,
+    group: u64,
+    items: &[(usize, PutItem)],
+    results: &mut Vec<(usize, PutResult)>,
+) -> Result<i64, DatanodeError> {
+    let old: Option<Vec<u8>> = table
+        .get((object, group))
+        .map_err(storage)?
+        .map(|g| g.value().to_vec());
+    let old_row = old.as_deref().map(|raw| Row::parse(object, group, raw));
+    let (old_valid, damaged) = old_row
+        .as_ref()
+        .map_or((0, 0), |r| (r.valid(), r.damaged()));
+    if damaged > 0 {
+        tracing::warn!(
+            object,
+            group,
+            damaged,
+            "rewriting an extent row with damaged records; they are dropped and read as missing"
+        );
+    }
+    let mut merged: Vec<Record<'_>> = Vec::with_capacity(old_valid + items.len());
+    let mut olds = old_row.iter().flat_map(|r| r.records()).peekable();
+    let mut news = items.iter().peekable();
+    loop {
+        let next_old = olds.peek().map(|r| r.slot);
+        let next_new = news.peek().map(|(_, i)| (i.index % GROUP_BLOCKS) as u16);
+        match (next_old, next_new) {
+            (None, None) => break,
+            (Some(o), n) if n.is_none_or(|n| o < n) => merged.push(olds.next().expect("peeked")),
+            (o, Some(n)) => {
+                let (pos, item) = news.next().expect("peeked");
+                let new = Record {
+                    slot: n,
+                    generation: item.block.generation,
+                    sha256: &item.block.sha256,
+                    data: &item.block.data,
+                };
+                // What this slot holds so far: the old record, or an earlier
+                // item of this batch for the same block.
+                let held = if o == Some(n) {
+                    olds.next()
+                } else {
+                    merged.last().copied().filter(|r| r.slot == n)
+                };
+                if held.is_some() && merged.last().is_some_and(|r| r.slot == n) {
+                    merged.pop();
+                }
+                match held {
+                    Some(h) if h.generation > new.generation => {
+                        merged.push(h);
+                        results.push((*pos, PutResult::Newer(h.generation)));
+                    }
+                    _ => {
+                        merged.push(new);
+                        results.push((*pos, PutResult::Stored));
+                    }
+                }
+            }
+            (Some(_), None) => unreachable!("covered by the first arm"),
+        }
+    }
+    let len = extent::encoded_len(&merged);
+    let mut guard = table
+        .insert_reserve((object, group), len)
+        .map_err(storage)?;
+    extent::encode_into(object, group, &merged, guard.as_mut());
+    Ok(merged.len() as i64 - old_valid as i64)
 }
 
 /// Applies a batch of jobs in one durable transaction, then answers each.
@@ -329,63 +443,68 @@ fn commit(db: &Database, jobs: Vec<Job>) {
         tx.set_durability(Durability::Immediate).map_err(storage)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         {
-            let mut table = tx.open_table(BLOCKS).map_err(storage)?;
+            let mut table = tx.open_table(EXTENTS).map_err(storage)?;
+            let mut deleted = tx.open_table(DELETED).map_err(storage)?;
+            let mut blocks_delta = 0i64;
             for job in &jobs {
                 outcomes.push(match job {
-                    Job::Put(writes, _) => {
-                        let mut results = Vec::with_capacity(writes.len());
-                        let deleted = tx.open_table(DELETED).map_err(storage)?;
-                        // (object, deleted?) of the last object looked up.
-                        let mut last: Option<(u64, bool)> = None;
-                        for w in writes {
-                            let gone = match last {
-                                Some((o, g)) if o == w.key.object => g,
-                                _ => {
-                                    let g = deleted.get(w.key.object).map_err(storage)?.is_some();
-                                    last = Some((w.key.object, g));
-                                    g
-                                }
-                            };
-                            if gone {
+                    Job::Put(items, _) => {
+                        let mut results = Vec::with_capacity(items.len());
+                        let mut at = 0;
+                        while at < items.len() {
+                            let object = items[at].1.object;
+                            let end = at + items[at..].partition_point(|(_, i)| i.object == object);
+                            if deleted.get(object).map_err(storage)?.is_some() {
                                 // A late write into a collected object must not
                                 // bring its blocks back.
-                                results.push(PutResult::Gone);
+                                results.extend(
+                                    items[at..end].iter().map(|(p, _)| (*p, PutResult::Gone)),
+                                );
+                                at = end;
                                 continue;
                             }
-                            let key = (w.key.object, w.key.index);
-                            let rec = w.block.encode();
-                            // Insert, and put the old record back if it was newer:
-                            // one B-tree operation in the common case.
-                            let old = table
-                                .insert(key, rec.as_slice())
-                                .map_err(storage)?
-                                .map(|g| g.value().to_vec());
-                            let old_gen = old.as_deref().and_then(Block::record_generation);
-                            match (old, old_gen) {
-                                (Some(old), Some(g)) if g > w.block.generation => {
-                                    table.insert(key, old.as_slice()).map_err(storage)?;
-                                    results.push(PutResult::Newer(g));
-                                }
-                                _ => results.push(PutResult::Stored),
+                            while at < end {
+                                let group = items[at].1.index / GROUP_BLOCKS;
+                                let stop = at
+                                    + items[at..end]
+                                        .partition_point(|(_, i)| i.index / GROUP_BLOCKS == group);
+                                blocks_delta += merge_row(
+                                    &mut table,
+                                    object,
+                                    group,
+                                    &items[at..stop],
+                                    &mut results,
+                                )?;
+                                at = stop;
                             }
                         }
                         JobOutcome::Put(results)
                     }
                     Job::Delete(objects, _) => {
                         let mut removed = 0u64;
-                        let mut deleted = tx.open_table(DELETED).map_err(storage)?;
                         for &o in objects {
                             deleted.insert(o, ()).map_err(storage)?;
                             table
-                                .retain_in((o, 0)..=(o, u64::MAX), |_, _| {
-                                    removed += 1;
+                                .retain_in((o, 0)..=(o, u64::MAX), |(_, group), raw| {
+                                    removed += Row::parse(o, group, raw).valid() as u64;
                                     false
                                 })
                                 .map_err(storage)?;
                         }
+                        blocks_delta -= removed as i64;
                         JobOutcome::Delete(removed)
                     }
                 });
+            }
+            if blocks_delta != 0 {
+                let mut counters = tx.open_table(COUNTERS).map_err(storage)?;
+                let held = counters
+                    .get("blocks")
+                    .map_err(storage)?
+                    .map_or(0, |v| v.value());
+                counters
+                    .insert("blocks", held.saturating_add_signed(blocks_delta))
+                    .map_err(storage)?;
             }
         }
         tx.commit().map_err(storage)?;
@@ -422,6 +541,6 @@ fn commit(db: &Database, jobs: Vec<Job>) {
 }
 
 enum JobOutcome {
-    Put(Vec<PutResult>),
+    Put(Vec<(usize, PutResult)>),
     Delete(u64),
 }

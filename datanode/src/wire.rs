@@ -1,218 +1,267 @@
-//! Packed encodings of block batches for the wire.
+//! Block payloads on the wire: raw bytes after the postcard request or
+//! response header, never passed through a serializer.
 //!
-//! Serde's element-by-element encoding of thousands of blocks (each with a
-//! 32-byte array) costs more than the network; these batches travel as one
-//! byte string instead, and decode into blocks that slice one buffer
-//! (no per-block copy).
+//! - A **put segment** carries blocks of one object:
+//!   `object u64 | count u32 | count × (index u64 | generation u64 | sha256 [32] | len u16) | data`.
+//!   A put's payload is one or more segments back to back. The gateway builds
+//!   a segment once per replica set and sends the same bytes to every replica
+//!   holding it.
+//! - A **get batch** answers the indices asked for, in order:
+//!   `count × (tag u8 | len u16 | generation u64 | sha256 [32]) | data`, tag 0
+//!   found, 1 missing, 2 corrupt, 3 gone (the object was deleted). It travels
+//!   as two segments (table, data) that are never joined on the sender.
 //!
-//! Layouts (little endian):
-//! - write: `object u64 | index u64 | generation u64 | sha256 [32] | len u16 | data`
-//! - get result: `tag u8` (0 found, 1 missing, 2 corrupt), then for found:
-//!   `generation u64 | sha256 [32] | len u16 | data`; 3 is gone (object deleted)
+//! Decoding hands out blocks whose bytes are slices of the received buffer:
+//! no per-block allocation or copy.
 
 use bytes::{Buf, BufMut, Bytes};
-use serde::de::Visitor;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tessera_rpc::Payload;
 
-use crate::block::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult};
+use crate::block::{BLOCK_SIZE, Block, GetResult};
 
-/// A batch of block writes, held packed: encoding is a single copy and
-/// decoding slices the received buffer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PutBatch(Bytes);
+const PUT_HEAD: usize = 12;
+const PUT_ENTRY: usize = 50;
+const GET_ENTRY: usize = 43;
 
-/// A batch of get results, held packed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GetBatch(Bytes);
-
-pub(crate) fn put_block(out: &mut Vec<u8>, generation: u64, sha256: &[u8], data: &[u8]) {
-    out.put_u64_le(generation);
-    out.put_slice(sha256);
-    out.put_u16_le(data.len() as u16);
-    out.put_slice(data);
+/// One block of a put, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutItem {
+    pub object: u64,
+    pub index: u64,
+    pub block: Block,
 }
 
-fn take_block(buf: &mut Bytes) -> Result<Block, String> {
-    if buf.remaining() < 42 {
-        return Err("truncated block header".into());
+/// Encodes blocks `(index, block)` of `object` as one put segment.
+pub fn put_segment<'a, I>(object: u64, blocks: I) -> Bytes
+where
+    I: IntoIterator<Item = (u64, &'a Block)>,
+    I::IntoIter: Clone,
+{
+    let blocks = blocks.into_iter();
+    let (count, data) = blocks
+        .clone()
+        .fold((0usize, 0usize), |(n, d), (_, b)| (n + 1, d + b.data.len()));
+    let mut out = Vec::with_capacity(PUT_HEAD + count * PUT_ENTRY + data);
+    out.put_u64_le(object);
+    out.put_u32_le(count as u32);
+    for (index, b) in blocks.clone() {
+        out.put_u64_le(index);
+        out.put_u64_le(b.generation);
+        out.put_slice(&b.sha256);
+        out.put_u16_le(b.data.len() as u16);
     }
-    let generation = buf.get_u64_le();
-    let mut sha256 = [0u8; 32];
-    buf.copy_to_slice(&mut sha256);
-    let len = buf.get_u16_le() as usize;
-    if len > BLOCK_SIZE || buf.remaining() < len {
-        return Err(format!("bad block length {len}"));
+    for (_, b) in blocks {
+        out.put_slice(&b.data);
     }
-    Ok(Block {
-        generation,
-        sha256,
-        data: buf.split_to(len),
-    })
+    Bytes::from(out)
 }
 
-impl PutBatch {
-    pub fn new(writes: &[BlockWrite]) -> Self {
-        let mut out = Vec::with_capacity(writes.len() * (58 + BLOCK_SIZE));
-        for w in writes {
-            out.put_u64_le(w.key.object);
-            out.put_u64_le(w.key.index);
-            put_block(&mut out, w.block.generation, &w.block.sha256, &w.block.data);
+/// Decodes a put payload: every segment in it, in order.
+pub fn parse_put(payload: &Bytes) -> Result<Vec<PutItem>, String> {
+    let mut out = Vec::new();
+    let mut rest = payload.clone();
+    while rest.has_remaining() {
+        if rest.remaining() < PUT_HEAD {
+            return Err("truncated put segment header".into());
         }
-        PutBatch(Bytes::from(out))
-    }
-
-    /// The writes, each block's bytes a slice of the batch's buffer.
-    pub fn writes(&self) -> Result<Vec<BlockWrite>, String> {
-        let mut buf = self.0.clone();
-        let mut v = Vec::with_capacity(buf.len() / (58 + BLOCK_SIZE) + 1);
-        while buf.has_remaining() {
-            if buf.remaining() < 16 {
-                return Err("truncated block key".into());
+        let object = rest.get_u64_le();
+        let count = rest.get_u32_le() as usize;
+        let table_len = count
+            .checked_mul(PUT_ENTRY)
+            .filter(|&n| n <= rest.remaining())
+            .ok_or("put segment table runs past the payload")?;
+        let mut table = rest.split_to(table_len);
+        out.reserve(count);
+        for _ in 0..count {
+            let index = table.get_u64_le();
+            let generation = table.get_u64_le();
+            let mut sha256 = [0u8; 32];
+            table.copy_to_slice(&mut sha256);
+            let len = table.get_u16_le() as usize;
+            if len > BLOCK_SIZE || len > rest.remaining() {
+                return Err(format!("bad block length {len} for block {index}"));
             }
-            let key = BlockKey {
-                object: buf.get_u64_le(),
-                index: buf.get_u64_le(),
-            };
-            v.push(BlockWrite {
-                key,
-                block: take_block(&mut buf)?,
+            out.push(PutItem {
+                object,
+                index,
+                block: Block {
+                    generation,
+                    sha256,
+                    data: rest.split_to(len),
+                },
             });
         }
-        Ok(v)
     }
+    Ok(out)
 }
 
-/// Builds a [`GetBatch`] one result at a time.
+/// Builds a get batch one result at a time.
 #[derive(Debug, Default)]
-pub struct GetBatchBuilder(Vec<u8>);
+pub struct GetBatchBuilder {
+    table: Vec<u8>,
+    data: Vec<u8>,
+    count: usize,
+}
 
 impl GetBatchBuilder {
     pub fn with_capacity(results: usize) -> Self {
-        GetBatchBuilder(Vec::with_capacity(results * (43 + BLOCK_SIZE)))
+        GetBatchBuilder {
+            table: Vec::with_capacity(results * GET_ENTRY),
+            data: Vec::with_capacity(results * BLOCK_SIZE),
+            count: 0,
+        }
     }
-    pub fn found(&mut self, generation: u64, sha256: &[u8], data: &[u8]) {
-        self.0.put_u8(0);
-        put_block(&mut self.0, generation, sha256, data);
+
+    fn entry(&mut self, tag: u8, len: usize, generation: u64, sha256: &[u8; 32]) {
+        self.table.put_u8(tag);
+        self.table.put_u16_le(len as u16);
+        self.table.put_u64_le(generation);
+        self.table.put_slice(sha256);
+        self.count += 1;
+    }
+
+    pub fn found(&mut self, generation: u64, sha256: &[u8; 32], data: &[u8]) {
+        self.entry(0, data.len(), generation, sha256);
+        self.data.extend_from_slice(data);
     }
     pub fn missing(&mut self) {
-        self.0.put_u8(1);
+        self.entry(1, 0, 0, &[0; 32]);
     }
     pub fn corrupt(&mut self) {
-        self.0.put_u8(2);
+        self.entry(2, 0, 0, &[0; 32]);
     }
     pub fn gone(&mut self) {
-        self.0.put_u8(3);
+        self.entry(3, 0, 0, &[0; 32]);
     }
-    pub fn finish(self) -> GetBatch {
-        GetBatch(Bytes::from(self.0))
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The batch as two segments: table, then data.
+    pub fn finish(self) -> Payload {
+        vec![Bytes::from(self.table), Bytes::from(self.data)]
     }
 }
 
-impl GetBatch {
-    pub fn new(results: &[GetResult]) -> Self {
-        let mut b = GetBatchBuilder::with_capacity(results.len());
-        for r in results {
-            match r {
-                GetResult::Found(blk) => b.found(blk.generation, &blk.sha256, &blk.data),
-                GetResult::Missing => b.missing(),
-                GetResult::Corrupt => b.corrupt(),
-                GetResult::Gone => b.gone(),
-            }
+/// Encodes `results` as a get batch (tests, and answers built by hand).
+pub fn get_batch(results: &[GetResult]) -> Payload {
+    let mut b = GetBatchBuilder::with_capacity(results.len());
+    for r in results {
+        match r {
+            GetResult::Found(blk) => b.found(blk.generation, &blk.sha256, &blk.data),
+            GetResult::Missing => b.missing(),
+            GetResult::Corrupt => b.corrupt(),
+            GetResult::Gone => b.gone(),
         }
-        b.finish()
     }
-
-    /// The results, each block's bytes a slice of the batch's buffer.
-    pub fn results(&self) -> Result<Vec<GetResult>, String> {
-        let mut buf = self.0.clone();
-        let mut v = Vec::new();
-        while buf.has_remaining() {
-            v.push(match buf.get_u8() {
-                0 => GetResult::Found(take_block(&mut buf)?),
-                1 => GetResult::Missing,
-                2 => GetResult::Corrupt,
-                3 => GetResult::Gone,
-                t => return Err(format!("bad result tag {t}")),
-            });
-        }
-        Ok(v)
-    }
+    b.finish()
 }
 
-struct BytesVisitor;
-
-impl<'de> Visitor<'de> for BytesVisitor {
-    type Value = Bytes;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a packed block batch")
+/// Decodes a get batch of exactly `count` results.
+pub fn parse_get(count: usize, payload: Bytes) -> Result<Vec<GetResult>, String> {
+    let table_len = count
+        .checked_mul(GET_ENTRY)
+        .filter(|&n| n <= payload.len())
+        .ok_or("get batch shorter than its table")?;
+    let mut table = payload.slice(..table_len);
+    let mut data = payload.slice(table_len..);
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let tag = table.get_u8();
+        let len = table.get_u16_le() as usize;
+        let generation = table.get_u64_le();
+        let mut sha256 = [0u8; 32];
+        table.copy_to_slice(&mut sha256);
+        out.push(match tag {
+            0 if len <= BLOCK_SIZE && len <= data.len() => GetResult::Found(Block {
+                generation,
+                sha256,
+                data: data.split_to(len),
+            }),
+            0 => return Err(format!("bad block length {len}")),
+            1 => GetResult::Missing,
+            2 => GetResult::Corrupt,
+            3 => GetResult::Gone,
+            t => return Err(format!("bad result tag {t}")),
+        });
     }
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
-        Ok(Bytes::copy_from_slice(v))
+    if !data.is_empty() {
+        return Err(format!("{} bytes after the last block", data.len()));
     }
-    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
-        Ok(Bytes::from(v))
-    }
+    Ok(out)
 }
-
-macro_rules! packed_serde {
-    ($t:ident) => {
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(&self.0)
-            }
-        }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Ok($t(d.deserialize_byte_buf(BytesVisitor)?))
-            }
-        }
-    };
-}
-
-packed_serde!(PutBatch);
-packed_serde!(GetBatch);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn join(p: Payload) -> Bytes {
+        Bytes::from(p.concat())
+    }
+
     #[test]
-    fn batches_round_trip_and_reject_garbage() {
-        let w = |i: u64, d: &'static [u8]| BlockWrite {
-            key: BlockKey {
-                object: 7,
-                index: i,
-            },
-            block: Block::new(i.wrapping_add(1), Bytes::from_static(d)),
-        };
-        let writes = vec![w(0, b""), w(1, b"abc"), w(u64::MAX, &[9u8; 512])];
-        let enc = tessera_rpc::codec::encode(&PutBatch::new(&writes));
-        let back: PutBatch = tessera_rpc::codec::decode(&enc).unwrap();
-        assert_eq!(back.writes().unwrap(), writes);
+    fn put_segments_round_trip_and_reject_garbage() {
+        let blocks = [
+            Block::new(1, Bytes::new()),
+            Block::new(2, Bytes::from_static(b"abc")),
+            Block::new(3, Bytes::from(vec![9u8; 512])),
+        ];
+        let a = put_segment(7, [(0, &blocks[0]), (5, &blocks[1])]);
+        let b = put_segment(8, [(u64::MAX, &blocks[2])]);
+        let payload = join(vec![a.clone(), b]);
+        let items = parse_put(&payload).unwrap();
+        let want = [
+            (7, 0, &blocks[0]),
+            (7, 5, &blocks[1]),
+            (8, u64::MAX, &blocks[2]),
+        ];
+        assert_eq!(items.len(), 3);
+        for (item, (o, i, b)) in items.iter().zip(want) {
+            assert_eq!((item.object, item.index, &item.block), (o, i, b));
+        }
+        assert!(parse_put(&Bytes::new()).unwrap().is_empty());
+        for cut in [1, 11, 13, PUT_HEAD + PUT_ENTRY, a.len() - 1] {
+            assert!(parse_put(&a.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        // A block longer than 512 bytes, and a count that overflows.
+        let mut long = a.to_vec();
+        long[PUT_HEAD + 48..PUT_HEAD + 50].copy_from_slice(&600u16.to_le_bytes());
+        long.extend_from_slice(&[0; 600]);
+        assert!(parse_put(&Bytes::from(long)).is_err());
+        let mut huge = a.to_vec();
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_put(&Bytes::from(huge)).is_err());
+    }
+
+    #[test]
+    fn get_batches_round_trip_and_reject_garbage() {
         let results = vec![
             GetResult::Missing,
             GetResult::Found(Block::new(3, Bytes::from_static(b"xyz"))),
             GetResult::Corrupt,
+            GetResult::Found(Block::new(4, Bytes::from(vec![1u8; 512]))),
+            GetResult::Gone,
         ];
-        let enc = tessera_rpc::codec::encode(&GetBatch::new(&results));
-        let back: GetBatch = tessera_rpc::codec::decode(&enc).unwrap();
-        assert_eq!(back.results().unwrap(), results);
-        // Truncations and bad tags fail cleanly.
-        let raw = PutBatch::new(&writes).0;
-        for cut in [1, 17, 50, raw.len() - 1] {
-            assert!(PutBatch(raw.slice(..cut)).writes().is_err(), "cut at {cut}");
-        }
-        assert!(GetBatch(Bytes::from_static(&[7])).results().is_err());
-        assert_eq!(
-            GetBatch::new(&[GetResult::Gone]).results().unwrap(),
-            vec![GetResult::Gone]
-        );
-        let mut long = vec![0u8; 16 + 40];
-        long.extend_from_slice(&600u16.to_le_bytes());
-        long.extend_from_slice(&[0u8; 600]);
-        assert!(
-            PutBatch(Bytes::from(long)).writes().is_err(),
-            "a block over 512 bytes"
-        );
+        let payload = join(get_batch(&results));
+        assert_eq!(parse_get(5, payload.clone()).unwrap(), results);
+        // The blocks' bytes are slices of the received buffer.
+        let back = parse_get(5, payload.clone()).unwrap();
+        let GetResult::Found(b) = &back[1] else {
+            panic!()
+        };
+        let base = payload.as_ptr() as usize;
+        assert!((base..base + payload.len()).contains(&(b.data.as_ptr() as usize)));
+        assert!(parse_get(6, payload.clone()).is_err(), "count too high");
+        assert!(parse_get(4, payload.clone()).is_err(), "bytes left over");
+        assert!(parse_get(5, payload.slice(..payload.len() - 1)).is_err());
+        let mut bad = payload.to_vec();
+        bad[0] = 9;
+        assert!(parse_get(5, Bytes::from(bad)).is_err());
+        assert!(parse_get(usize::MAX, payload).is_err());
     }
 }

@@ -12,11 +12,12 @@ use tessera_rpc::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::io::{BlockIo, RetryPolicy, Stats};
+use crate::io::{BlockIo, RetryPolicy};
 use crate::path::split_path;
 use crate::reader::FileReader;
 use crate::repair::{self, RepairQueue};
 use crate::ring::{RingCache, RingView};
+use crate::stats::Stats;
 use crate::stripe::{self, BLOCK_SIZE};
 use crate::writer::{ObjectWriter, Target};
 

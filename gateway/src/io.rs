@@ -1,59 +1,35 @@
-//! Block I/O against the replicas: the one place that fans out, counts
-//! acknowledgements and answers, retries and queues repairs.
+//! Block I/O against the replicas, through [`fan_out`]: counting
+//! acknowledgements and answers, retrying, verifying and queueing repairs.
 //!
-//! - [`BlockIo::write`]: one batch per datanode, all in parallel; returns once
-//!   every block has W durable copies. While fewer than W replicas of a block
-//!   can take it, the write **blocks and retries** with capped backoff (visible
-//!   in [`Stats::blocked_now`]); dropping the future interrupts it.
+//! - [`BlockIo::write`]: the blocks of a batch are packed once per replica
+//!   set (the blocks whose first replica is the same slot), and that one
+//!   buffer goes to every replica of the set; returns once every block has W
+//!   durable copies. While fewer than W replicas of a block can take it, the
+//!   write **blocks and retries** with capped backoff (visible in
+//!   [`Stats::blocked_now`]); dropping the future interrupts it.
 //! - [`BlockIo::read`]: asks replicas in placement order until Q answered and a
-//!   valid copy is in hand; the highest generation wins; missing, stale and
-//!   corrupt replicas are repaired in the background, never served.
+//!   valid copy is in hand, verifying every copy's SHA-256 here (the one
+//!   check on the read path); the highest generation wins; missing, stale and
+//!   corrupt replicas are repaired in the background, never served, and
+//!   damaged copies are reported to the datanode that holds them.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use tessera_datanode::wire::put_segment;
 use tessera_datanode::{Block, BlockKey, BlockWrite, GetResult, PutResult};
 use tessera_meta::ObjectRef;
-use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::fanout::fan_out;
 use crate::placement;
-use crate::quorum::{QuorumFailure, WriteTally};
+use crate::quorum::{QuorumFailure, ReadState, Seen, WriteTally};
 use crate::repair::{RepairJob, RepairQueue};
 use crate::ring::RingCache;
-
-/// Counters a gateway exposes (status, metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Writes currently blocked waiting for W replicas.
-    pub blocked_now: AtomicU64,
-    /// Writes that ever blocked.
-    pub blocked_total: AtomicU64,
-    /// Replica copies found missing, stale or corrupt by reads.
-    pub bad_replicas_seen: AtomicU64,
-    /// Corrupt copies among them.
-    pub corrupt_seen: AtomicU64,
-    pub repairs_queued: AtomicU64,
-    pub repairs_done: AtomicU64,
-    pub repairs_failed: AtomicU64,
-    pub repairs_dropped: AtomicU64,
-    /// Reads that failed for want of Q replicas or a valid copy.
-    pub read_failures: AtomicU64,
-    /// Objects deleted from datanodes by GC.
-    pub gc_objects: AtomicU64,
-}
-
-impl Stats {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-    fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-}
+use crate::stats::{BlockedGuard, Stats};
 
 /// Backoff of a blocked write.
 #[derive(Debug, Clone, Copy)]
@@ -79,49 +55,35 @@ pub struct BlockIo {
     pub(crate) retry: RetryPolicy,
 }
 
-/// Decrements the blocked-writes gauge however the write ends.
-struct BlockedGuard<'a>(&'a Stats);
-
-impl Drop for BlockedGuard<'_> {
-    fn drop(&mut self) {
-        self.0.blocked_now.fetch_sub(1, Ordering::Relaxed);
-    }
+/// The blocks of a write whose first replica is one slot, packed once.
+struct ReplicaSet {
+    /// The slot of the first replica; replica `k` is on `(first + k) mod width`.
+    first: u32,
+    /// Positions of its blocks in the write.
+    blocks: Vec<usize>,
+    segment: Bytes,
 }
 
-/// What one replica said about one block during a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seen {
-    Valid(u64),
-    Missing,
-    Corrupt,
-    Gone,
-}
-
-#[derive(Default)]
-struct ReadState {
-    answers: u32,
-    tried: u64,
-    best: Option<Block>,
-    seen: Vec<(u32, Seen)>,
-    failures: Vec<String>,
-    done: bool,
-}
-
-impl ReadState {
-    /// Done asking: Q answered and a valid copy is in hand.
-    fn has_copy(&self, q: u32) -> bool {
-        self.answers >= q && self.best.is_some()
+/// Packs `blocks` (indices `first..` of `object`) into one segment per replica set.
+fn replica_sets(object: &ObjectRef, first: u64, blocks: &[Block]) -> Vec<ReplicaSet> {
+    let mut by_first: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for i in 0..blocks.len() {
+        by_first
+            .entry(placement::slot(object, first + i as u64, 0))
+            .or_default()
+            .push(i);
     }
-
-    /// A hole: Q answered, every replica was asked, none has a copy (valid
-    /// or corrupt). A single "missing" (say, from a node that lost its disk)
-    /// is never taken for a hole while another replica may hold the block.
-    fn is_hole(&self, q: u32, r: u32) -> bool {
-        self.answers >= q
-            && self.best.is_none()
-            && self.tried.count_ones() >= r
-            && self.seen.iter().all(|(_, s)| *s == Seen::Missing)
-    }
+    by_first
+        .into_iter()
+        .map(|(slot, members)| ReplicaSet {
+            first: slot,
+            segment: put_segment(
+                object.id,
+                members.iter().map(|&i| (first + i as u64, &blocks[i])),
+            ),
+            blocks: members,
+        })
+        .collect()
 }
 
 impl BlockIo {
@@ -132,85 +94,85 @@ impl BlockIo {
         if n == 0 {
             return Ok(());
         }
-        let blocks = Arc::new(blocks);
+        let o = *object;
+        let sets = Arc::new(tessera_rpc::blocking(move || replica_sets(&o, first, &blocks)).await);
         let mut view = self.ring.get();
-        let (r, w) = (view.settings.replicas, view.settings.write_quorum);
+        let (r, w) = (
+            view.settings.replicas.min(object.width),
+            view.settings.write_quorum,
+        );
+        let width = object.width.max(1);
         let mut tally = WriteTally::new(n, w);
         let mut backoff = self.retry.first;
         let mut blocked: Option<BlockedGuard> = None;
         let mut round = 0u32;
         loop {
-            // First round: every replica. Later rounds: the replicas still
-            // missing for blocks still short of W.
+            // Per slot, the replica sets it holds whose blocks it has not
+            // acknowledged yet (first round: all of them), each with its
+            // replica number there.
             let mut targets: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
-            for i in 0..n {
-                if round > 0 && !tally.is_short(i) {
-                    continue;
-                }
-                for k in 0..r.min(object.width) {
-                    if !tally.has(i, k) {
-                        let slot = placement::slot(object, first + i as u64, k);
-                        targets.entry(slot).or_default().push((i, k));
+            for (si, set) in sets.iter().enumerate() {
+                for k in 0..r {
+                    let wanted = set
+                        .blocks
+                        .iter()
+                        .any(|&i| tally.is_short(i) && !tally.has(i, k));
+                    if round == 0 || wanted {
+                        let slot = (set.first + k) % width;
+                        targets.entry(slot).or_default().push((si, k));
                     }
                 }
             }
-            let (tx, mut rx) = mpsc::unbounded_channel();
             let mut failures = Vec::new();
-            let mut outstanding = 0;
-            for (slot, items) in targets {
-                let Some(client) = view.node(slot).cloned() else {
-                    failures.push(format!("{}: no datanode", view.describe(slot)));
-                    continue;
-                };
-                let writes: Vec<BlockWrite> = items
-                    .iter()
-                    .map(|&(i, _)| BlockWrite {
-                        key: BlockKey {
-                            object: object.id,
-                            index: first + i as u64,
-                        },
-                        block: blocks[i].clone(),
-                    })
-                    .collect();
-                let tx = tx.clone();
-                outstanding += 1;
-                // A spawned task: if the write returns at W, slower replicas
-                // still finish in the background.
-                tokio::spawn(async move {
-                    let res = client.put(writes).await;
-                    let _ = tx.send((slot, items, res));
-                });
-            }
-            drop(tx);
-            while outstanding > 0 && !tally.complete() {
-                let Some((slot, items, res)) = rx.recv().await else {
-                    break;
-                };
-                outstanding -= 1;
-                match res {
-                    Ok(results) => {
-                        for (&(i, k), res) in items.iter().zip(results) {
-                            match res {
-                                PutResult::Stored | PutResult::Newer(_) => tally.ack(i, k),
-                                PutResult::Gone => {
-                                    return Err(Error::Conflict(format!(
-                                        "object {} (deleted while being written)",
-                                        object.id
-                                    )));
+            let mut gone = false;
+            fan_out(
+                &self.ring,
+                &view,
+                targets,
+                |client, members| {
+                    let (client, sets) = (client.clone(), sets.clone());
+                    let segments: Vec<Bytes> = members
+                        .iter()
+                        .map(|&(si, _)| sets[si].segment.clone())
+                        .collect();
+                    let count = members.iter().map(|&(si, _)| sets[si].blocks.len()).sum();
+                    async move { client.put(segments, count).await }
+                },
+                |slot, members, result| {
+                    match result {
+                        Ok(results) => {
+                            let mut results = results.into_iter();
+                            for (si, k) in members {
+                                for &i in &sets[si].blocks {
+                                    match results.next() {
+                                        Some(PutResult::Stored | PutResult::Newer(_)) => {
+                                            tally.ack(i, k)
+                                        }
+                                        Some(PutResult::Gone) => gone = true,
+                                        Some(PutResult::Damaged) | None => failures.push(format!(
+                                            "{}: block {} damaged in transfer",
+                                            view.describe(slot),
+                                            first + i as u64
+                                        )),
+                                    }
                                 }
-                                PutResult::Damaged => failures.push(format!(
-                                    "{}: block {} damaged in transfer",
-                                    view.describe(slot),
-                                    first + i as u64
-                                )),
                             }
                         }
+                        Err(e) => failures.push(e),
                     }
-                    Err(e) => {
-                        self.ring.refresh_soon();
-                        failures.push(format!("{}: {e}", view.describe(slot)));
+                    if gone || tally.complete() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
                     }
-                }
+                },
+            )
+            .await;
+            if gone {
+                return Err(Error::Conflict(format!(
+                    "object {} (deleted while being written)",
+                    object.id
+                )));
             }
             if tally.complete() {
                 if blocked.is_some() {
@@ -223,9 +185,7 @@ impl BlockIo {
                 return Ok(());
             }
             if blocked.is_none() {
-                self.stats.blocked_now.fetch_add(1, Ordering::Relaxed);
-                Stats::add(&self.stats.blocked_total, 1);
-                blocked = Some(BlockedGuard(&self.stats));
+                blocked = Some(BlockedGuard::new(&self.stats));
             }
             let failure = QuorumFailure {
                 needed: w,
@@ -249,11 +209,8 @@ impl BlockIo {
             return Ok(vec![None; n]);
         }
         let view = self.ring.get();
-        let (r, q) = (
-            view.settings.replicas.min(object.width),
-            view.settings.read_quorum,
-        );
-        let q = q.min(r);
+        let r = view.settings.replicas.min(object.width);
+        let q = view.settings.read_quorum.min(r);
         let mut states: Vec<ReadState> = (0..n).map(|_| ReadState::default()).collect();
         loop {
             let mut targets: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
@@ -261,15 +218,11 @@ impl BlockIo {
                 if st.done {
                     continue;
                 }
-                if st.has_copy(q) || st.is_hole(q, r) {
-                    st.done = true;
-                    continue;
-                }
-                let need = if st.answers < q { q - st.answers } else { 1 };
-                let next: Vec<u32> = (0..r)
-                    .filter(|k| st.tried & (1 << k) == 0)
-                    .take(need as usize)
-                    .collect();
+                let next = if st.has_copy(q) || st.is_hole(q, r) {
+                    Vec::new()
+                } else {
+                    st.next_replicas(q, r)
+                };
                 if next.is_empty() {
                     st.done = true;
                     continue;
@@ -283,78 +236,67 @@ impl BlockIo {
             if targets.is_empty() {
                 break;
             }
-            let calls = targets.into_iter().map(|(slot, items)| {
-                let client = view.node(slot).cloned();
-                let keys: Vec<BlockKey> = items
-                    .iter()
-                    .map(|&(i, _)| BlockKey {
-                        object: object.id,
-                        index: range.start + i as u64,
-                    })
-                    .collect();
-                async move {
-                    let res = match client {
-                        Some(c) => c.get(keys).await.map_err(|e| e.to_string()),
-                        None => Err("no datanode".to_string()),
-                    };
-                    // Verify every copy again here, off the runtime: a block
-                    // damaged on the way is not an answer.
-                    let res = match res {
-                        Ok(results) => Ok(tessera_rpc::blocking(move || {
+            let mut damaged: Vec<(u32, Vec<u64>)> = Vec::new();
+            fan_out(
+                &self.ring,
+                &view,
+                targets,
+                |client, items| {
+                    let client = client.clone();
+                    let indices: Vec<u64> =
+                        items.iter().map(|&(i, _)| range.start + i as u64).collect();
+                    let id = object.id;
+                    async move {
+                        let results = client.get(id, indices).await?;
+                        // The one SHA-256 check of the read path, off the runtime.
+                        Ok(tessera_rpc::blocking(move || {
                             results
                                 .into_iter()
-                                .map(|r| match r {
-                                    GetResult::Found(b) if !b.is_valid() => None,
-                                    r => Some(r),
+                                .map(|r| {
+                                    let ok = !matches!(&r, GetResult::Found(b) if !b.is_valid());
+                                    (r, ok)
                                 })
                                 .collect::<Vec<_>>()
                         })
-                        .await),
-                        Err(e) => Err(e),
-                    };
-                    (slot, items, res)
-                }
-            });
-            for (slot, items, res) in futures::future::join_all(calls).await {
-                match res {
-                    Ok(results) => {
-                        for (&(i, k), got) in items.iter().zip(results) {
-                            let st = &mut states[i];
-                            let Some(got) = got else {
-                                st.failures.push(format!(
-                                    "{}: block damaged in transfer",
-                                    view.describe(slot)
-                                ));
-                                continue;
-                            };
-                            st.answers += 1;
-                            let seen = match got {
-                                GetResult::Found(b) => {
-                                    let g = b.generation;
-                                    if st.best.as_ref().is_none_or(|cur| cur.generation < g) {
-                                        st.best = Some(b);
+                        .await)
+                    }
+                },
+                |slot, items, result| {
+                    match result {
+                        Ok(results) => {
+                            let mut bad = Vec::new();
+                            for (&(i, k), (got, ok)) in items.iter().zip(results) {
+                                let st = &mut states[i];
+                                let (seen, block) = match got {
+                                    GetResult::Found(_) if !ok => {
+                                        bad.push(range.start + i as u64);
+                                        (Seen::Corrupt, None)
                                     }
-                                    Seen::Valid(g)
-                                }
-                                GetResult::Missing => Seen::Missing,
-                                GetResult::Gone => Seen::Gone,
-                                GetResult::Corrupt => {
+                                    GetResult::Found(b) => (Seen::Valid(b.generation), Some(b)),
+                                    GetResult::Missing => (Seen::Missing, None),
+                                    GetResult::Gone => (Seen::Gone, None),
+                                    GetResult::Corrupt => (Seen::Corrupt, None),
+                                };
+                                if seen == Seen::Corrupt {
                                     Stats::add(&self.stats.corrupt_seen, 1);
-                                    Seen::Corrupt
                                 }
-                            };
-                            st.seen.push((k, seen));
+                                st.answer(k, seen, block);
+                            }
+                            if !bad.is_empty() {
+                                damaged.push((slot, bad));
+                            }
+                        }
+                        Err(e) => {
+                            for &(i, _) in &items {
+                                states[i].failures.push(e.clone());
+                            }
                         }
                     }
-                    Err(e) => {
-                        for &(i, _) in &items {
-                            states[i]
-                                .failures
-                                .push(format!("{}: {e}", view.describe(slot)));
-                        }
-                    }
-                }
-            }
+                    ControlFlow::Continue(())
+                },
+            )
+            .await;
+            self.report_damaged(object.id, damaged);
         }
         let mut out = Vec::with_capacity(n);
         let mut repairs = Vec::new();
@@ -384,25 +326,18 @@ impl BlockIo {
                     detail: format!("{} replicas answered, none with a valid copy", st.answers),
                 });
             }
-            if let Some(best) = &st.best {
-                for &(k, seen) in &st.seen {
-                    let bad = match seen {
-                        Seen::Valid(g) => g < best.generation,
-                        Seen::Missing | Seen::Corrupt => true,
-                        Seen::Gone => false,
-                    };
-                    if bad {
-                        repairs.push(RepairJob {
-                            slot: placement::slot(object, index, k),
-                            write: BlockWrite {
-                                key: BlockKey {
-                                    object: object.id,
-                                    index,
-                                },
-                                block: best.clone(),
+            for k in st.stale_replicas() {
+                if let Some(best) = &st.best {
+                    repairs.push(RepairJob {
+                        slot: placement::slot(object, index, k),
+                        write: BlockWrite {
+                            key: BlockKey {
+                                object: object.id,
+                                index,
                             },
-                        });
-                    }
+                            block: best.clone(),
+                        },
+                    });
                 }
             }
             out.push(st.best);
@@ -412,5 +347,29 @@ impl BlockIo {
             self.repair.submit(repairs, &self.stats);
         }
         Ok(out)
+    }
+
+    /// Tells each datanode which of its copies failed their SHA-256 here
+    /// (in the background; the repair is queued by the read itself).
+    fn report_damaged(&self, object: u64, damaged: Vec<(u32, Vec<u64>)>) {
+        if damaged.is_empty() {
+            return;
+        }
+        let view = self.ring.get();
+        for (slot, indices) in damaged {
+            tracing::warn!(
+                object,
+                slot,
+                blocks = indices.len(),
+                "copies failed their SHA-256 check"
+            );
+            if let Some(client) = view.node(slot).cloned() {
+                tokio::spawn(async move {
+                    if let Err(e) = client.report_corrupt(object, indices).await {
+                        tracing::debug!(error = %e, "could not report damaged copies");
+                    }
+                });
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! call, with streaming [`ObjectWriter`] / [`FileReader`].
 
 pub mod error;
+mod fanout;
 pub mod fs;
 pub mod gc;
 pub mod io;
@@ -19,12 +20,14 @@ pub mod quorum;
 pub mod reader;
 pub mod repair;
 pub mod ring;
+pub mod stats;
 pub mod stripe;
 pub mod writer;
 
 pub use error::{Error, Result};
 pub use fs::{Fs, FsOptions};
-pub use io::{RetryPolicy, Stats};
+pub use io::RetryPolicy;
 pub use path::split_path;
 pub use reader::FileReader;
+pub use stats::Stats;
 pub use writer::ObjectWriter;

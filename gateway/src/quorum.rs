@@ -1,6 +1,9 @@
-//! Quorum arithmetic: counting acknowledgements and answers per block.
+//! Quorum arithmetic and the read rules: counting acknowledgements and
+//! answers per block, and deciding when a read has its answer (pure).
 
 use std::fmt;
+
+use tessera_datanode::Block;
 
 /// Why a quorum was not reached: how many were needed, how many answered,
 /// and what the others said.
@@ -81,9 +84,156 @@ impl WriteTally {
     }
 }
 
+/// What one replica said about one block during a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A copy whose bytes matched its SHA-256, of this generation.
+    Valid(u64),
+    Missing,
+    /// Damaged at rest: the datanode said so, or the bytes failed their SHA-256 here.
+    Corrupt,
+    /// The object was deleted.
+    Gone,
+}
+
+/// The answers gathered for one block of a read.
+#[derive(Debug, Default)]
+pub struct ReadState {
+    /// Replicas that answered (a damaged transfer is not an answer).
+    pub answers: u32,
+    /// Replica numbers asked, as bits.
+    pub tried: u64,
+    /// The valid copy of the highest generation seen.
+    pub best: Option<Block>,
+    /// What each replica `k` that answered said.
+    pub seen: Vec<(u32, Seen)>,
+    pub failures: Vec<String>,
+    pub done: bool,
+}
+
+impl ReadState {
+    /// Records replica `k`'s answer, keeping the highest valid generation.
+    pub fn answer(&mut self, k: u32, seen: Seen, block: Option<Block>) {
+        self.answers += 1;
+        if let (Seen::Valid(g), Some(b)) = (seen, block)
+            && self.best.as_ref().is_none_or(|cur| cur.generation < g)
+        {
+            self.best = Some(b);
+        }
+        self.seen.push((k, seen));
+    }
+
+    /// Done asking: Q answered and a valid copy is in hand.
+    pub fn has_copy(&self, q: u32) -> bool {
+        self.answers >= q && self.best.is_some()
+    }
+
+    /// A hole: Q answered, every one of the R replicas was asked, and every
+    /// answer was "missing". A single "missing" (say, from a node that lost
+    /// its disk) is never taken for a hole while another replica may hold
+    /// the block, and a corrupt copy is never taken for one.
+    pub fn is_hole(&self, q: u32, r: u32) -> bool {
+        self.answers >= q
+            && self.best.is_none()
+            && self.tried.count_ones() >= r
+            && self.seen.iter().all(|(_, s)| *s == Seen::Missing)
+    }
+
+    /// The replicas to ask next (`r` of them in all): enough to reach Q,
+    /// or one more when Q answered without a valid copy.
+    pub fn next_replicas(&self, q: u32, r: u32) -> Vec<u32> {
+        let need = if self.answers < q {
+            q - self.answers
+        } else {
+            1
+        };
+        (0..r)
+            .filter(|k| self.tried & (1 << k) == 0)
+            .take(need as usize)
+            .collect()
+    }
+
+    /// Replicas `k` that need the best copy written back: missing, corrupt
+    /// or of an older generation.
+    pub fn stale_replicas(&self) -> Vec<u32> {
+        let Some(best) = &self.best else {
+            return Vec::new();
+        };
+        self.seen
+            .iter()
+            .filter(|(_, s)| match s {
+                Seen::Valid(g) => *g < best.generation,
+                Seen::Missing | Seen::Corrupt => true,
+                Seen::Gone => false,
+            })
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block(g: u64) -> Block {
+        Block::new(g, bytes::Bytes::from_static(b"x"))
+    }
+
+    #[test]
+    fn read_rules() {
+        // R=2, Q=1: the first valid answer is enough.
+        let mut st = ReadState::default();
+        assert_eq!(st.next_replicas(1, 2), [0]);
+        st.tried |= 1;
+        st.answer(0, Seen::Valid(3), Some(block(3)));
+        assert!(st.has_copy(1) && !st.is_hole(1, 2));
+        assert!(st.stale_replicas().is_empty());
+
+        // A lone "missing" is not a hole: ask the other replica.
+        let mut st = ReadState::default();
+        st.tried |= 1;
+        st.answer(0, Seen::Missing, None);
+        assert!(!st.has_copy(1) && !st.is_hole(1, 2));
+        assert_eq!(st.next_replicas(1, 2), [1]);
+        st.tried |= 2;
+        st.answer(1, Seen::Valid(5), Some(block(5)));
+        assert!(st.has_copy(1));
+        assert_eq!(st.stale_replicas(), [0], "the missing copy is repaired");
+
+        // Every replica missing: a hole.
+        let mut st = ReadState {
+            tried: 0b11,
+            ..Default::default()
+        };
+        st.answer(0, Seen::Missing, None);
+        st.answer(1, Seen::Missing, None);
+        assert!(st.is_hole(1, 2) && !st.has_copy(1));
+
+        // Missing + corrupt: never a hole, and no copy: the read fails.
+        let mut st = ReadState {
+            tried: 0b11,
+            ..Default::default()
+        };
+        st.answer(0, Seen::Missing, None);
+        st.answer(1, Seen::Corrupt, None);
+        assert!(!st.is_hole(1, 2) && !st.has_copy(1));
+        assert!(st.next_replicas(1, 2).is_empty());
+
+        // Q=2: two answers needed; the highest generation wins and the
+        // stale one is repaired.
+        let mut st = ReadState::default();
+        assert_eq!(st.next_replicas(2, 3), [0, 1]);
+        st.tried = 0b11;
+        st.answer(0, Seen::Valid(7), Some(block(7)));
+        assert!(!st.has_copy(2));
+        st.answer(1, Seen::Valid(9), Some(block(9)));
+        assert!(st.has_copy(2));
+        assert_eq!(st.best.as_ref().map(|b| b.generation), Some(9));
+        assert_eq!(st.stale_replicas(), [0]);
+        // A gone object is never repaired.
+        st.answer(2, Seen::Gone, None);
+        assert_eq!(st.stale_replicas(), [0]);
+    }
 
     #[test]
     fn tally() {

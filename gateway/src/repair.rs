@@ -2,14 +2,16 @@
 //! a block back to the replicas that were missing, stale or corrupt.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tessera_datanode::{BlockWrite, PutResult};
 use tokio::sync::mpsc;
 
-use crate::io::Stats;
+use crate::fanout::fan_out;
 use crate::ring::RingCache;
+use crate::stats::Stats;
 
 /// Jobs waiting at most; past that, repairs are dropped (and counted) and
 /// left to the scrub.
@@ -74,17 +76,21 @@ pub async fn run_worker(
         for j in jobs {
             by_slot.entry(j.slot).or_default().push(j.write);
         }
+        for writes in by_slot.values_mut() {
+            writes.sort_by_key(|w| w.key);
+        }
         let view = ring.get();
-        let calls = by_slot.into_iter().map(|(slot, writes)| {
-            let client = view.node(slot).cloned();
-            let stats = stats.clone();
-            async move {
+        fan_out(
+            &ring,
+            &view,
+            by_slot,
+            |client, writes| {
+                let (client, writes) = (client.clone(), writes.clone());
+                async move { client.put_blocks(&writes).await }
+            },
+            |slot, writes, result| {
                 let n = writes.len() as u64;
-                let Some(client) = client else {
-                    stats.repairs_failed.fetch_add(n, Ordering::Relaxed);
-                    return;
-                };
-                match client.put(writes).await {
+                match result {
                     Ok(results) => {
                         let ok = results
                             .iter()
@@ -99,8 +105,9 @@ pub async fn run_worker(
                         tracing::warn!(slot, error = %e, "repair failed");
                     }
                 }
-            }
-        });
-        futures::future::join_all(calls).await;
+                ControlFlow::Continue(())
+            },
+        )
+        .await;
     }
 }

@@ -41,14 +41,13 @@ async fn main() {
 /// Concurrent gets straight to one datanode, no gateway logic.
 #[allow(dead_code)]
 pub async fn raw_gets(c: &TestCluster, object: u64, blocks: u64) {
-    use tessera_datanode::BlockKey;
     let node = c.node(0);
     for n in [1u64, 100, 1000, 2730, 8192] {
-        let keys: Vec<BlockKey> = (0..n).map(|i| BlockKey { object, index: i }).collect();
+        let keys: Vec<u64> = (0..n).collect();
         let mut best = std::time::Duration::MAX;
         for _ in 0..10 {
             let t = Instant::now();
-            node.get(keys.clone()).await.unwrap();
+            node.get(object, keys.clone()).await.unwrap();
             best = best.min(t.elapsed());
         }
         println!("get of {n} keys: best {best:?}");
@@ -66,13 +65,8 @@ pub async fn raw_gets(c: &TestCluster, object: u64, blocks: u64) {
                     let start =
                         ((done + j) as u64 * per * 3) % blocks.saturating_sub(per * 3).max(1);
                     async move {
-                        let keys: Vec<BlockKey> = (0..per)
-                            .map(|i| BlockKey {
-                                object,
-                                index: start + i * 3,
-                            })
-                            .collect();
-                        node.get(keys).await.unwrap()
+                        let keys: Vec<u64> = (0..per).map(|i| start + i * 3).collect();
+                        node.get(object, keys).await.unwrap()
                     }
                 })
                 .collect();

@@ -14,15 +14,10 @@ async fn main() {
     let s = BlockStore::open(dir.path(), cache << 20).unwrap();
     let n = 65536u64; // 32 MiB
     for c in 0..8 {
-        let w: Vec<BlockWrite> = (c * 8192..(c + 1) * 8192)
-            .map(|i| BlockWrite {
-                key: BlockKey {
-                    object: 1,
-                    index: i,
-                },
-                block: Block::new(1, Bytes::from(vec![i as u8; 512])),
-            })
-            .collect();
+        let w = api::items(
+            1,
+            (c * 8192..(c + 1) * 8192).map(|i| (i, Block::new(1, Bytes::from(vec![i as u8; 512])))),
+        );
         s.put(w).await.unwrap();
     }
     for par in [1usize, 2, 4] {
@@ -34,13 +29,8 @@ async fn main() {
                     let s = s.clone();
                     tokio::spawn(async move {
                         let start = (j as u64 * 8192) % n;
-                        let keys: Vec<BlockKey> = (start..start + 8192)
-                            .map(|i| BlockKey {
-                                object: 1,
-                                index: i,
-                            })
-                            .collect();
-                        s.get_packed(keys).await.unwrap()
+                        let keys: Vec<u64> = (start..start + 8192).collect();
+                        s.get_packed(1, keys).await.unwrap()
                     })
                 })
                 .collect();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tessera_datanode::{BlockKey, DatanodeClient, GetResult};
+use tessera_datanode::{DatanodeClient, GetResult};
 use tessera_gateway::placement;
 use tessera_integration::data::{corrupt_in_file, pseudo_random, tagged_blocks};
 use tessera_integration::http::{Http, StatusCode};
@@ -125,16 +125,18 @@ async fn c_corrupt_replica_is_not_served_and_is_repaired() {
     // Every GET serves the right bytes; one of them meets the corrupt copy
     // (once the gateway has the restarted node's address) and repairs it.
     let node = DatanodeClient::new(&transport, &c.datanode_addr(0), Duration::from_secs(5));
-    let key = BlockKey {
-        object: inode.object.id,
-        index: b,
-    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let got = http.get("/c.bin").await.unwrap();
         assert_eq!(got.status, StatusCode::OK, "{}", got.text());
         assert!(got.body == data, "a corrupt copy was served");
-        match node.get(vec![key]).await.unwrap().pop().unwrap() {
+        match node
+            .get(inode.object.id, vec![b])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+        {
             GetResult::Found(found) if found.data[..] == *block => break,
             other => {
                 assert!(
@@ -150,6 +152,20 @@ async fn c_corrupt_replica_is_not_served_and_is_repaired() {
         log.contains("repaired replicas"),
         "no repair logged:\n{log}"
     );
+    // The gateway found the damage (the datanode does not hash on reads)
+    // and reported it to the node that holds it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = node.stats().await.unwrap();
+        if stats.corrupt_reported >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// (d) Every process killed and restarted on its data: every file is there,

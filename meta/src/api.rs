@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tessera_rpc::{Client, Service, Transport};
+use tessera_rpc::{Client, Payload, Service, Transport};
 
 use crate::store::{Change, MetaStore, Outcome};
 use crate::types::*;
@@ -55,7 +56,20 @@ impl Service for MetaService {
     type Response = MetaResponse;
     const NAME: &'static str = "meta";
 
-    async fn handle(&self, req: MetaRequest) -> MetaResponse {
+    async fn handle(&self, req: MetaRequest, payload: Bytes) -> (MetaResponse, Payload) {
+        if !payload.is_empty() {
+            return (
+                Err(MetaError::Invalid("meta calls carry no payload".into())),
+                vec![],
+            );
+        }
+        (self.handle_request(req).await, vec![])
+    }
+}
+
+impl MetaService {
+    /// Answers one request (no sockets involved).
+    pub async fn handle_request(&self, req: MetaRequest) -> MetaResponse {
         let s = &self.store;
         Ok(match req {
             MetaRequest::Resolve(path) => MetaReply::Inode(s.resolve(path).await?),
@@ -158,6 +172,22 @@ impl MetaClient {
 
     pub async fn change(&self, change: Change) -> Result<Outcome, CallError> {
         expect!(self.call(MetaRequest::Change(change)).await?, MetaReply::Outcome(o) => o, "change")
+    }
+
+    /// Registers datanode `node_id` at `addr` (taking `slot`, or the next
+    /// free one); returns its slot.
+    pub async fn register(
+        &self,
+        node_id: &str,
+        addr: &str,
+        slot: Option<u32>,
+    ) -> Result<u32, CallError> {
+        let change = Change::Register {
+            node_id: node_id.to_string(),
+            addr: addr.to_string(),
+            slot,
+        };
+        expect!(self.change(change).await?, Outcome::Slot(s) => s, "register")
     }
 
     /// A change that yields an inode.

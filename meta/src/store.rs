@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 use tessera_rpc::group::GroupCommit;
 use tokio::sync::oneshot;
 
@@ -22,6 +24,19 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
 const GC: TableDefinition<u64, &[u8]> = TableDefinition::new("gc");
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
+/// Table name -> format version (see [`tessera_rpc::formats`]).
+const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
+/// The format of each table's records (postcard). Bump a table's version
+/// when its records change, and teach [`dec`]'s callers the old one.
+const TABLE_FORMATS: &[(&str, u32)] = &[
+    ("inodes", 1),
+    ("dirents", 1),
+    ("ring", 1),
+    ("counters", 1),
+    ("config", 1),
+    ("gc", 1),
+    ("pending", 1),
+];
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -145,12 +160,14 @@ fn storage(e: impl std::fmt::Display) -> MetaError {
     MetaError::Storage(e.to_string())
 }
 
+/// A record as stored: postcard, a documented and stable format.
 fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    bincode::serialize(v).expect("in-memory values serialize")
+    tessera_rpc::codec::encode(v)
 }
 
 fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
-    bincode::deserialize(b).map_err(|e| MetaError::Storage(format!("corrupt meta record: {e}")))
+    tessera_rpc::codec::decode(b)
+        .map_err(|e| MetaError::Storage(format!("corrupt meta record: {e}")))
 }
 
 impl MetaStore {
@@ -174,6 +191,28 @@ impl MetaStore {
         let tx = db.begin_write().map_err(storage)?;
         let settings;
         {
+            let tables: Vec<String> = tx
+                .list_tables()
+                .map_err(storage)?
+                .map(|t| t.name().to_string())
+                .collect();
+            let mut formats = tx.open_table(FORMATS).map_err(storage)?;
+            let mut recorded = Vec::new();
+            for e in formats.iter().map_err(storage)? {
+                let (k, v) = e.map_err(storage)?;
+                recorded.push((k.value().to_string(), v.value()));
+            }
+            let new = tessera_rpc::formats::check(
+                &path.display().to_string(),
+                &recorded,
+                &tables,
+                TABLE_FORMATS,
+            )
+            .map_err(MetaError::Storage)?;
+            for (t, v) in new {
+                formats.insert(t, v).map_err(storage)?;
+            }
+            drop(formats);
             let mut config = tx.open_table(CONFIG).map_err(storage)?;
             let stored = config
                 .get("settings")

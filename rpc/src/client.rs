@@ -6,19 +6,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::Segments;
 use crate::server::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
-use crate::{Error, MAX_BODY, SECRET_HEADER, Secret, Service, codec};
+use crate::{Error, MAX_BODY, Payload, SECRET_HEADER, Secret, Service, codec};
 
 /// Connections and the secret, shared by every [`Client`] of one process.
 /// Holds at most one HTTP/2 connection per peer and multiplexes calls on it.
 #[derive(Clone)]
 pub struct Transport {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpConnector, Segments>,
     secret: Arc<Secret>,
 }
 
@@ -93,9 +94,21 @@ impl<S: Service> Client<S> {
         }
     }
 
-    /// One call, bounded by this client's timeout.
+    /// One call without payloads, bounded by this client's timeout.
     pub async fn call(&self, req: &S::Request) -> Result<S::Response, Error> {
-        let body = Bytes::from(codec::encode(req));
+        Ok(self.call_with(req, Payload::new()).await?.0)
+    }
+
+    /// One call sending `payload` after the request header; returns the
+    /// response and the raw payload that followed it (a slice of the
+    /// received buffer).
+    pub async fn call_with(
+        &self,
+        req: &S::Request,
+        payload: Payload,
+    ) -> Result<(S::Response, Bytes), Error> {
+        let head = Bytes::from(codec::encode(req));
+        let body = Segments::new(std::iter::once(head).chain(payload));
         match tokio::time::timeout(self.timeout, self.call_inner(body)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
@@ -105,11 +118,11 @@ impl<S: Service> Client<S> {
         }
     }
 
-    async fn call_inner(&self, body: Bytes) -> Result<S::Response, Error> {
+    async fn call_inner(&self, body: Segments) -> Result<(S::Response, Bytes), Error> {
         let peer = || self.peer.to_string();
         let request = Request::post(self.uri.clone())
             .header(SECRET_HEADER, self.transport.secret.expose())
-            .body(Full::new(body))
+            .body(body)
             .expect("a request built from a parsed URI and a valid header is valid");
         let response = self
             .transport
@@ -130,7 +143,7 @@ impl<S: Service> Client<S> {
             })?
             .to_bytes();
         match status {
-            StatusCode::OK => codec::decode(&body).map_err(|message| Error::Decode {
+            StatusCode::OK => codec::decode_frame(body).map_err(|message| Error::Decode {
                 peer: peer(),
                 message,
             }),

@@ -1,21 +1,27 @@
 //! Tessera's internal wire.
 //!
 //! Every service (meta, datanode) speaks the same protocol: one HTTP/2
-//! `POST /rpc` per call, a bincode body holding the service's `Request`, and a
-//! bincode reply holding its `Response`. Service-level errors live inside each
-//! service's `Response`; this crate's [`Error`] covers only the wire (connect,
-//! timeout, refused secret, undecodable bodies).
+//! `POST /rpc` per call, whose body is the service's `Request` in postcard,
+//! optionally followed by raw payload bytes (block data travels there, never
+//! through a serializer); the reply is the `Response` in postcard and its own
+//! raw payload. Service-level errors live inside each service's `Response`;
+//! this crate's [`Error`] covers only the wire (connect, timeout, refused
+//! secret, undecodable bodies).
 //!
 //! - [`secret`]: the cluster secret every call must carry.
 //! - [`server`]: the accept loop ([`serve`]) and the [`Service`] trait handlers implement.
 //! - [`client`]: a pooled, multiplexed HTTP/2 client with per-call timeouts.
-//! - [`codec`]: the one place bodies are encoded and decoded, with size limits.
+//! - [`codec`]: the one place headers are encoded and decoded (postcard), and frames split.
+//! - [`body`]: bodies sent as several segments, never joined.
+//! - [`formats`]: format versions of stored tables, checked on open.
 //! - [`group`]: group commit, one thread batching concurrent jobs.
 //! - [`blocking`]: the one helper through which blocking work leaves the runtime.
 
+pub mod body;
 pub mod client;
 pub mod codec;
 pub mod error;
+pub mod formats;
 pub mod group;
 pub mod secret;
 pub mod server;
@@ -23,7 +29,7 @@ pub mod server;
 pub use client::{Client, Transport};
 pub use error::Error;
 pub use secret::Secret;
-pub use server::{Service, serve};
+pub use server::{Payload, Service, serve};
 
 /// Header carrying the cluster secret.
 pub const SECRET_HEADER: &str = "x-tessera-secret";

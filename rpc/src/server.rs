@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,18 +16,29 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
+use crate::body::Segments;
 use crate::{MAX_BODY, SECRET_HEADER, Secret, codec};
+
+/// Raw bytes that follow a message's header, as segments sent one after the
+/// other (received, they arrive as one buffer).
+pub type Payload = Vec<Bytes>;
 
 /// A service reachable over the internal wire. `handle` is a plain async
 /// function, testable without sockets; service errors travel inside
-/// `Response`.
+/// `Response`. `payload` is the raw bytes sent after the request header
+/// (empty for most calls); the handler answers with its response and the raw
+/// bytes to send after it.
 pub trait Service: Send + Sync + 'static {
     type Request: DeserializeOwned + Serialize + Send + 'static;
     type Response: Serialize + DeserializeOwned + Send + 'static;
     /// Short name used in logs ("meta", "datanode").
     const NAME: &'static str;
 
-    fn handle(&self, req: Self::Request) -> impl Future<Output = Self::Response> + Send;
+    fn handle(
+        &self,
+        req: Self::Request,
+        payload: Bytes,
+    ) -> impl Future<Output = (Self::Response, Payload)> + Send;
 }
 
 /// HTTP/2 settings shared by server and client: large windows so that batch
@@ -87,8 +98,8 @@ pub async fn serve<S: Service>(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
 }
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Segments> {
+    let mut r = Response::new(Segments::new([body.into()]));
     *r.status_mut() = status;
     r
 }
@@ -98,7 +109,7 @@ async fn dispatch<S: Service>(
     secret: &Secret,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Segments> {
     if req.method() != Method::POST || req.uri().path() != "/rpc" {
         return reply(StatusCode::NOT_FOUND, "tessera rpc: POST /rpc only\n");
     }
@@ -118,13 +129,14 @@ async fn dispatch<S: Service>(
             return reply(StatusCode::BAD_REQUEST, format!("unreadable body: {e}\n"));
         }
     };
-    let request: S::Request = match codec::decode(&body) {
+    let (request, payload): (S::Request, Bytes) = match codec::decode_frame(body) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(service = S::NAME, %peer, error = %e, "malformed request");
             return reply(StatusCode::BAD_REQUEST, format!("malformed request: {e}\n"));
         }
     };
-    let response = service.handle(request).await;
-    reply(StatusCode::OK, codec::encode(&response))
+    let (response, payload) = service.handle(request, payload).await;
+    let head = Bytes::from(codec::encode(&response));
+    Response::new(Segments::new(std::iter::once(head).chain(payload)))
 }

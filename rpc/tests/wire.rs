@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_rpc::{Error, Secret, Service, Transport, serve};
+use bytes::Bytes;
+use tessera_rpc::{Error, Payload, Secret, Service, Transport, serve};
 use tokio::net::TcpListener;
 
 struct Echo;
@@ -13,14 +14,19 @@ impl Service for Echo {
     type Response = Result<(u64, usize), String>;
     const NAME: &'static str = "echo";
 
-    async fn handle(&self, (n, data): Self::Request) -> Self::Response {
+    /// Doubles `n`, counts the bytes received, and sends the payload back
+    /// twice (two segments).
+    async fn handle(&self, (n, data): Self::Request, payload: Bytes) -> (Self::Response, Payload) {
         if n == 0 {
-            return Err("zero".into());
+            return (Err("zero".into()), vec![]);
         }
         if n == u64::MAX {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
-        Ok((n * 2, data.len()))
+        (
+            Ok((n * 2, data.len() + payload.len())),
+            vec![payload.clone(), payload],
+        )
     }
 }
 
@@ -51,6 +57,30 @@ async fn calls_round_trip_and_multiplex() {
     });
     let got = futures_join(calls).await;
     assert_eq!(got, (1..=64u64).map(|i| i * 2).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn raw_payloads_travel_both_ways() {
+    let (addr, _stop) = start("the-right-secret-123").await;
+    let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
+    let c = t.client::<Echo>(&addr, Duration::from_secs(5));
+    let a = Bytes::from((0..3_000_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+    let b = Bytes::from_static(b"tail");
+    let (resp, back) = c
+        .call_with(&(3, vec![1, 2]), vec![a.clone(), Bytes::new(), b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(resp, Ok((6, 2 + a.len() + b.len())));
+    let mut want = Vec::new();
+    for _ in 0..2 {
+        want.extend_from_slice(&a);
+        want.extend_from_slice(&b);
+    }
+    assert_eq!(back.len(), want.len());
+    assert!(back == want, "payload came back changed");
+    // No payload: an empty one comes back.
+    let (resp, back) = c.call_with(&(4, vec![]), vec![]).await.unwrap();
+    assert_eq!((resp, back.len()), (Ok((8, 0)), 0));
 }
 
 async fn futures_join<F: std::future::Future<Output = u64> + Send + 'static>(
@@ -105,13 +135,15 @@ async fn garbage_gets_an_error_reply_not_a_panic() {
         type Request = String;
         type Response = Result<(u64, usize), String>;
         const NAME: &'static str = "other";
-        async fn handle(&self, _: String) -> Self::Response {
+        async fn handle(&self, _: String, _: Bytes) -> (Self::Response, Payload) {
             unreachable!()
         }
     }
     let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
     let bad = t.client::<Other>(&addr, Duration::from_secs(5));
-    let err = bad.call(&"\u{ff}".repeat(3)).await.unwrap_err();
+    // An empty string is one zero byte: a u64, then nothing where the Vec's
+    // length should be.
+    let err = bad.call(&String::new()).await.unwrap_err();
     assert!(matches!(err, Error::BadRequest { .. }), "{err:?}");
     let good = t.client::<Echo>(&addr, Duration::from_secs(5));
     assert_eq!(good.call(&(2, vec![])).await.unwrap(), Ok((4, 0)));
