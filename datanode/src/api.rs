@@ -19,12 +19,16 @@ pub const MAX_BLOCKS_PER_CALL: usize = 1 << 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DatanodeRequest {
-    /// Stores the blocks of the put segments in the payload.
-    Put,
-    /// Reads blocks `indices` (strictly increasing) of `object`; the reply
-    /// payload is a get batch.
+    /// Stores the blocks of the put segments in the payload, segment `n`
+    /// in replica role `roles[n]`.
+    Put {
+        roles: Vec<u8>,
+    },
+    /// Reads blocks `indices` (strictly increasing) of `object` held in
+    /// replica role `role`; the reply payload is a get batch.
     Get {
         object: u64,
+        role: u8,
         indices: Vec<u64>,
     },
     DeleteObjects(Vec<u64>),
@@ -72,14 +76,14 @@ impl DatanodeService {
                 "{n} blocks in one call; at most {MAX_BLOCKS_PER_CALL}"
             )))
         };
-        if !payload.is_empty() && !matches!(req, DatanodeRequest::Put) {
+        if !payload.is_empty() && !matches!(req, DatanodeRequest::Put { .. }) {
             return Err(DatanodeError::Invalid(
                 "only a put carries a payload".into(),
             ));
         }
         Ok(match req {
-            DatanodeRequest::Put => {
-                let items = wire::parse_put(&payload).map_err(DatanodeError::Invalid)?;
+            DatanodeRequest::Put { roles } => {
+                let items = wire::parse_put(&payload, &roles).map_err(DatanodeError::Invalid)?;
                 if items.len() > MAX_BLOCKS_PER_CALL {
                     return too_many(items.len());
                 }
@@ -88,9 +92,13 @@ impl DatanodeService {
             DatanodeRequest::Get { indices, .. } if indices.len() > MAX_BLOCKS_PER_CALL => {
                 return too_many(indices.len());
             }
-            DatanodeRequest::Get { object, indices } => {
+            DatanodeRequest::Get {
+                object,
+                role,
+                indices,
+            } => {
                 let count = indices.len() as u32;
-                let (batch, _) = self.store.get_packed(object, indices).await?;
+                let (batch, _) = self.store.get_packed(object, role, indices).await?;
                 (DatanodeReply::Get { count }, batch)
             }
             DatanodeRequest::DeleteObjects(o) => (
@@ -174,10 +182,15 @@ impl DatanodeClient {
         Ok((resp?, payload))
     }
 
-    /// Stores the blocks of `segments` (see [`wire::put_segment`]); one
-    /// result per block, in segment order.
-    pub async fn put(&self, segments: Payload, blocks: usize) -> Result<Vec<PutResult>, CallError> {
-        match self.call(&DatanodeRequest::Put, segments).await? {
+    /// Stores the blocks of `segments` (see [`wire::put_segment`]), segment
+    /// `n` in replica role `roles[n]`; one result per block, in segment order.
+    pub async fn put(
+        &self,
+        segments: Payload,
+        roles: Vec<u8>,
+        blocks: usize,
+    ) -> Result<Vec<PutResult>, CallError> {
+        match self.call(&DatanodeRequest::Put { roles }, segments).await? {
             (DatanodeReply::Put(r), _) if r.len() == blocks => Ok(r),
             (other, _) => Err(CallError::Unexpected(format!(
                 "{other:?} to a put of {blocks}"
@@ -187,33 +200,41 @@ impl DatanodeClient {
 
     /// Stores `writes` (any objects, any order); one result per write.
     pub async fn put_blocks(&self, writes: &[BlockWrite]) -> Result<Vec<PutResult>, CallError> {
-        let mut segments = Vec::new();
+        let (mut segments, mut roles) = (Vec::new(), Vec::new());
         let mut at = 0;
         while at < writes.len() {
-            let object = writes[at].key.object;
+            let (object, role) = (writes[at].key.object, writes[at].role);
             let end = at
                 + writes[at..]
                     .iter()
-                    .take_while(|w| w.key.object == object)
+                    .take_while(|w| (w.key.object, w.role) == (object, role))
                     .count();
             let run = &writes[at..end];
             segments.push(wire::put_segment(
                 object,
                 run.iter().map(|w| (w.key.index, &w.block)),
             ));
+            roles.push(role);
             at = end;
         }
-        self.put(segments, writes.len()).await
+        self.put(segments, roles, writes.len()).await
     }
 
-    /// Blocks `indices` (strictly increasing) of `object`, unverified: the
-    /// caller checks each against its SHA-256.
-    pub async fn get(&self, object: u64, indices: Vec<u64>) -> Result<Vec<GetResult>, CallError> {
+    /// Blocks `indices` (strictly increasing) of `object` held in replica
+    /// role `role`, unverified: the caller checks each against its SHA-256.
+    pub async fn get(
+        &self,
+        object: u64,
+        role: u8,
+        indices: Vec<u64>,
+    ) -> Result<Vec<GetResult>, CallError> {
         let n = indices.len();
-        match self
-            .call(&DatanodeRequest::Get { object, indices }, vec![])
-            .await?
-        {
+        let req = DatanodeRequest::Get {
+            object,
+            role,
+            indices,
+        };
+        match self.call(&req, vec![]).await? {
             (DatanodeReply::Get { count }, payload) if count as usize == n => {
                 wire::parse_get(n, payload).map_err(CallError::Unexpected)
             }
@@ -250,11 +271,16 @@ impl DatanodeClient {
 }
 
 /// Items of a put, as the store takes them (for tools that bypass the wire).
-pub fn items(object: u64, blocks: impl IntoIterator<Item = (u64, Block)>) -> Vec<PutItem> {
+pub fn items(
+    object: u64,
+    role: u8,
+    blocks: impl IntoIterator<Item = (u64, Block)>,
+) -> Vec<PutItem> {
     blocks
         .into_iter()
         .map(|(index, block)| PutItem {
             object,
+            role,
             index,
             block,
         })

@@ -44,6 +44,8 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockWrite {
     pub key: BlockKey,
+    /// The replica number the receiving node holds the block as.
+    pub role: u8,
     pub block: Block,
 }
 

@@ -21,11 +21,11 @@ use tokio::sync::oneshot;
 
 use crate::DatanodeError;
 use crate::block::*;
-use crate::extent::{self, GROUP_BLOCKS, Lookup, Record, Row};
+use crate::extent::{self, GROUP_BLOCKS, Lookup, Record, Row, RowKey};
 use crate::wire::{GetBatchBuilder, PutItem};
 
-/// `(object, group) -> extent row` (see [`crate::extent`]).
-const EXTENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("extents");
+/// `(object, role, group) -> extent row` (see [`crate::extent`]).
+const EXTENTS: TableDefinition<(u64, u8, u64), &[u8]> = TableDefinition::new("extents");
 const INFO: TableDefinition<&str, &str> = TableDefinition::new("info");
 /// "blocks": how many block records the rows hold.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -49,7 +49,7 @@ const MAX_BATCH: usize = 256;
 type Reply<T> = oneshot::Sender<Result<T, DatanodeError>>;
 
 enum Job {
-    /// Verified writes, sorted by (object, index), with their positions in
+    /// Verified writes, sorted by (object, role, index), with their positions in
     /// the caller's batch.
     Put(Vec<(usize, PutItem)>, Reply<Vec<(usize, PutResult)>>),
     Delete(Vec<u64>, Reply<u64>),
@@ -190,7 +190,7 @@ impl BlockStore {
                     damaged.push(pos);
                 }
             }
-            good.sort_by_key(|(_, i)| (i.object, i.index));
+            good.sort_by_key(|(_, i)| (i.object, i.role, i.index));
             (good, damaged)
         })
         .await;
@@ -220,6 +220,7 @@ impl BlockStore {
     pub async fn get_packed(
         &self,
         object: u64,
+        role: u8,
         indices: Vec<u64>,
     ) -> Result<(Payload, usize), DatanodeError> {
         if indices.windows(2).any(|w| w[0] >= w[1]) {
@@ -232,7 +233,7 @@ impl BlockStore {
             let tx = db.begin_read().map_err(storage)?;
             let table = tx.open_table(EXTENTS).map_err(storage)?;
             let deleted = tx.open_table(DELETED).map_err(storage)?;
-            read_rows(&table, &deleted, object, &indices)
+            read_rows(&table, &deleted, object, role, &indices)
         })
         .await?;
         if corrupt > 0 {
@@ -247,10 +248,11 @@ impl BlockStore {
     pub async fn get(
         &self,
         object: u64,
+        role: u8,
         indices: Vec<u64>,
     ) -> Result<Vec<GetResult>, DatanodeError> {
         let n = indices.len();
-        let (payload, _) = self.get_packed(object, indices).await?;
+        let (payload, _) = self.get_packed(object, role, indices).await?;
         crate::wire::parse_get(n, bytes::Bytes::from(payload.concat())).map_err(storage)
     }
 
@@ -311,9 +313,10 @@ impl BlockStore {
 /// Packs blocks `indices` (sorted) of `object`, one row lookup per group.
 /// Returns the batch and how many records were damaged.
 fn read_rows(
-    table: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+    table: &redb::ReadOnlyTable<(u64, u8, u64), &'static [u8]>,
     deleted: &redb::ReadOnlyTable<u64, ()>,
     object: u64,
+    role: u8,
     indices: &[u64],
 ) -> Result<(GetBatchBuilder, usize), DatanodeError> {
     let mut b = GetBatchBuilder::with_capacity(indices.len());
@@ -328,7 +331,7 @@ fn read_rows(
         let end = at + indices[at..].partition_point(|&i| i / GROUP_BLOCKS == group);
         let run = &indices[at..end];
         at = end;
-        let guard = match table.get((object, group)) {
+        let guard = match table.get((object, role, group)) {
             Ok(g) => g,
             Err(e) => {
                 // A page redb cannot read: these blocks are corrupt here.
@@ -342,7 +345,12 @@ fn read_rows(
             run.iter().for_each(|_| b.missing());
             continue;
         };
-        let row = Row::parse(object, group, guard.value());
+        let key = RowKey {
+            object,
+            role,
+            group,
+        };
+        let row = Row::parse(key, guard.value());
         for &i in run {
             match row.get((i % GROUP_BLOCKS) as u16) {
                 Lookup::Found(r) => b.found(r.generation, r.sha256, r.data),
@@ -361,21 +369,19 @@ fn getrandom_fill(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the OS random source is available");
 }
 
-/// Merges `items` (sorted, all in row `(object, group)`) into that row,
+/// Merges `items` (sorted, all in row `key`) into that row,
 /// never lowering a block's generation. Returns each item's result and the
 /// change in the number of records held.
 fn merge_row(
-    table: &mut redb::Table<(u64, u64), &'static [u8]>,
-    object: u64,
-    group: u64,
+    table: &mut redb::Table<(u64, u8, u64), &'static [u8]>,
+    key: RowKey,
     items: &[(usize, PutItem)],
     results: &mut Vec<(usize, PutResult)>,
 ) -> Result<i64, DatanodeError> {
-    let old: Option<Vec<u8>> = table
-        .get((object, group))
-        .map_err(storage)?
-        .map(|g| g.value().to_vec());
-    let old_row = old.as_deref().map(|raw| Row::parse(object, group, raw));
+    let (object, group) = (key.object, key.group);
+    let k = (object, key.role, group);
+    let old: Option<Vec<u8>> = table.get(k).map_err(storage)?.map(|g| g.value().to_vec());
+    let old_row = old.as_deref().map(|raw| Row::parse(key, raw));
     let (old_valid, damaged) = old_row
         .as_ref()
         .map_or((0, 0), |r| (r.valid(), r.damaged()));
@@ -429,10 +435,8 @@ fn merge_row(
         }
     }
     let len = extent::encoded_len(&merged);
-    let mut guard = table
-        .insert_reserve((object, group), len)
-        .map_err(storage)?;
-    extent::encode_into(object, group, &merged, guard.as_mut());
+    let mut guard = table.insert_reserve(k, len).map_err(storage)?;
+    extent::encode_into(key, &merged, guard.as_mut());
     Ok(merged.len() as i64 - old_valid as i64)
 }
 
@@ -464,17 +468,17 @@ fn commit(db: &Database, jobs: Vec<Job>) {
                                 continue;
                             }
                             while at < end {
-                                let group = items[at].1.index / GROUP_BLOCKS;
-                                let stop = at
-                                    + items[at..end]
-                                        .partition_point(|(_, i)| i.index / GROUP_BLOCKS == group);
-                                blocks_delta += merge_row(
-                                    &mut table,
+                                let key = RowKey {
                                     object,
-                                    group,
-                                    &items[at..stop],
-                                    &mut results,
-                                )?;
+                                    role: items[at].1.role,
+                                    group: items[at].1.index / GROUP_BLOCKS,
+                                };
+                                let stop = at
+                                    + items[at..end].partition_point(|(_, i)| {
+                                        (i.role, i.index / GROUP_BLOCKS) == (key.role, key.group)
+                                    });
+                                blocks_delta +=
+                                    merge_row(&mut table, key, &items[at..stop], &mut results)?;
                                 at = stop;
                             }
                         }
@@ -485,10 +489,18 @@ fn commit(db: &Database, jobs: Vec<Job>) {
                         for &o in objects {
                             deleted.insert(o, ()).map_err(storage)?;
                             table
-                                .retain_in((o, 0)..=(o, u64::MAX), |(_, group), raw| {
-                                    removed += Row::parse(o, group, raw).valid() as u64;
-                                    false
-                                })
+                                .retain_in(
+                                    (o, 0, 0)..=(o, u8::MAX, u64::MAX),
+                                    |(_, role, group), raw| {
+                                        let key = RowKey {
+                                            object: o,
+                                            role,
+                                            group,
+                                        };
+                                        removed += Row::parse(key, raw).valid() as u64;
+                                        false
+                                    },
+                                )
                                 .map_err(storage)?;
                         }
                         blocks_delta -= removed as i64;

@@ -3,9 +3,9 @@
 //!
 //! - A **put segment** carries blocks of one object:
 //!   `object u64 | count u32 | count × (index u64 | generation u64 | sha256 [32] | len u16) | data`.
-//!   A put's payload is one or more segments back to back. The gateway builds
-//!   a segment once per replica set and sends the same bytes to every replica
-//!   holding it.
+//!   A put's payload is one or more segments back to back; the request header
+//!   names the replica role of each. The gateway builds a segment once per
+//!   replica set and sends the same bytes to every replica holding it.
 //! - A **get batch** answers the indices asked for, in order:
 //!   `count × (tag u8 | len u16 | generation u64 | sha256 [32]) | data`, tag 0
 //!   found, 1 missing, 2 corrupt, 3 gone (the object was deleted). It travels
@@ -27,6 +27,8 @@ const GET_ENTRY: usize = 43;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutItem {
     pub object: u64,
+    /// The replica number the receiving node holds the block as.
+    pub role: u8,
     pub index: u64,
     pub block: Block,
 }
@@ -56,11 +58,14 @@ where
     Bytes::from(out)
 }
 
-/// Decodes a put payload: every segment in it, in order.
-pub fn parse_put(payload: &Bytes) -> Result<Vec<PutItem>, String> {
+/// Decodes a put payload: every segment in it, in order, segment `n` held
+/// in role `roles[n]`.
+pub fn parse_put(payload: &Bytes, roles: &[u8]) -> Result<Vec<PutItem>, String> {
     let mut out = Vec::new();
     let mut rest = payload.clone();
+    let mut roles = roles.iter();
     while rest.has_remaining() {
+        let role = *roles.next().ok_or("more put segments than roles")?;
         if rest.remaining() < PUT_HEAD {
             return Err("truncated put segment header".into());
         }
@@ -83,6 +88,7 @@ pub fn parse_put(payload: &Bytes) -> Result<Vec<PutItem>, String> {
             }
             out.push(PutItem {
                 object,
+                role,
                 index,
                 block: Block {
                     generation,
@@ -91,6 +97,9 @@ pub fn parse_put(payload: &Bytes) -> Result<Vec<PutItem>, String> {
                 },
             });
         }
+    }
+    if roles.next().is_some() {
+        return Err("more roles than put segments".into());
     }
     Ok(out)
 }
@@ -214,28 +223,39 @@ mod tests {
         let a = put_segment(7, [(0, &blocks[0]), (5, &blocks[1])]);
         let b = put_segment(8, [(u64::MAX, &blocks[2])]);
         let payload = join(vec![a.clone(), b]);
-        let items = parse_put(&payload).unwrap();
+        let items = parse_put(&payload, &[1, 0]).unwrap();
         let want = [
-            (7, 0, &blocks[0]),
-            (7, 5, &blocks[1]),
-            (8, u64::MAX, &blocks[2]),
+            (7, 1, 0, &blocks[0]),
+            (7, 1, 5, &blocks[1]),
+            (8, 0, u64::MAX, &blocks[2]),
         ];
         assert_eq!(items.len(), 3);
-        for (item, (o, i, b)) in items.iter().zip(want) {
-            assert_eq!((item.object, item.index, &item.block), (o, i, b));
+        for (item, (o, r, i, b)) in items.iter().zip(want) {
+            assert_eq!(
+                (item.object, item.role, item.index, &item.block),
+                (o, r, i, b)
+            );
         }
-        assert!(parse_put(&Bytes::new()).unwrap().is_empty());
+        assert!(parse_put(&Bytes::new(), &[]).unwrap().is_empty());
+        assert!(
+            parse_put(&payload, &[1]).is_err(),
+            "a segment without a role"
+        );
+        assert!(
+            parse_put(&payload, &[1, 0, 0]).is_err(),
+            "a role without a segment"
+        );
         for cut in [1, 11, 13, PUT_HEAD + PUT_ENTRY, a.len() - 1] {
-            assert!(parse_put(&a.slice(..cut)).is_err(), "cut at {cut}");
+            assert!(parse_put(&a.slice(..cut), &[0]).is_err(), "cut at {cut}");
         }
         // A block longer than 512 bytes, and a count that overflows.
         let mut long = a.to_vec();
         long[PUT_HEAD + 48..PUT_HEAD + 50].copy_from_slice(&600u16.to_le_bytes());
         long.extend_from_slice(&[0; 600]);
-        assert!(parse_put(&Bytes::from(long)).is_err());
+        assert!(parse_put(&Bytes::from(long), &[0]).is_err());
         let mut huge = a.to_vec();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(parse_put(&Bytes::from(huge)).is_err());
+        assert!(parse_put(&Bytes::from(huge), &[0]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tessera_datanode::*;
 fn w(object: u64, index: u64, generation: u64, data: &[u8]) -> PutItem {
     PutItem {
         object,
+        role: 0,
         index,
         block: Block::new(generation, Bytes::copy_from_slice(data)),
     }
@@ -51,7 +52,7 @@ async fn put_get_generations_and_damage() {
             PutResult::Newer(8)
         ]
     );
-    let got = s.get(1, vec![0, 1, 2, 3]).await.unwrap();
+    let got = s.get(1, 0, vec![0, 1, 2, 3]).await.unwrap();
     assert_eq!(
         got,
         vec![
@@ -63,9 +64,22 @@ async fn put_get_generations_and_damage() {
     );
     let st = s.stats().await.unwrap();
     assert_eq!((st.blocks, st.rows, st.damaged_puts), (3, 1, 1));
+    // The same block held in another replica role lives in a row of its own.
+    let mut other_role = w(1, 0, 9, b"role one");
+    other_role.role = 1;
+    assert_eq!(
+        s.put(vec![other_role]).await.unwrap(),
+        vec![PutResult::Stored]
+    );
+    assert_eq!(
+        s.get(1, 1, vec![0, 1]).await.unwrap(),
+        vec![found(9, b"role one"), GetResult::Missing]
+    );
+    assert_eq!(s.get(1, 0, vec![0]).await.unwrap(), vec![found(5, b"a")]);
+    assert_eq!(s.stats().await.unwrap().rows, 2);
     // Indices out of order are refused, not misread.
     assert!(matches!(
-        s.get(1, vec![1, 0]).await,
+        s.get(1, 0, vec![1, 0]).await,
         Err(DatanodeError::Invalid(_))
     ));
 }
@@ -90,7 +104,7 @@ async fn partial_overwrites_across_rows() {
             .all(|r| *r == PutResult::Stored)
     );
     let all: Vec<u64> = (0..3 * g).collect();
-    let got = s.get(9, all.clone()).await.unwrap();
+    let got = s.get(9, 0, all.clone()).await.unwrap();
     for (i, r) in all.iter().zip(got) {
         let new = (g - 3..2 * g + 3).contains(i);
         let want = if new {
@@ -132,10 +146,10 @@ async fn concurrent_puts_share_commits_and_survive_reopen() {
     let s = BlockStore::open(dir.path(), 8 << 20).unwrap();
     assert_eq!(s.node_id(), id);
     assert_eq!(s.stats().await.unwrap().blocks, 30 * 64);
-    let got = s.get(5, (0..64).collect()).await.unwrap();
+    let got = s.get(5, 0, (0..64).collect()).await.unwrap();
     assert!(got.iter().all(|r| *r == found(1, &[5u8; 512])));
     assert_eq!(
-        s.get(3, vec![0]).await.unwrap(),
+        s.get(3, 0, vec![0]).await.unwrap(),
         vec![GetResult::Gone],
         "a deleted object answers Gone, not Missing"
     );
@@ -174,7 +188,7 @@ async fn corruption_on_disk_is_never_served_as_good() {
     file[at + 5] ^= 0x01;
     std::fs::write(&path, file).unwrap();
     let s = BlockStore::open(dir.path(), 8 << 20).unwrap();
-    let got = s.get(7, vec![0, 1, 2]).await.unwrap();
+    let got = s.get(7, 0, vec![0, 1, 2]).await.unwrap();
     match &got[0] {
         GetResult::Found(b) => assert!(!b.is_valid(), "damaged bytes fail their SHA-256"),
         other => panic!("block 0: {other:?}"),
@@ -190,7 +204,7 @@ async fn corruption_on_disk_is_never_served_as_good() {
         .await
         .unwrap();
     assert_eq!(r, vec![PutResult::Stored, PutResult::Stored]);
-    let got = s.get(7, vec![0, 1, 2]).await.unwrap();
+    let got = s.get(7, 0, vec![0, 1, 2]).await.unwrap();
     assert_eq!(
         got,
         vec![

@@ -2,17 +2,18 @@
 //! CLI later). Namespace calls go to meta; content goes through [`BlockIo`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tessera_datanode::Block;
-use tessera_meta::store::{Change, Outcome};
-use tessera_meta::{FileKind, Inode, MetaClient, ObjectRef, SetAttr, now_ns};
+use tessera_meta::api::NewNode;
+use tessera_meta::{FileKind, Inode, MetaClient, SetAttr, now_ns};
 use tessera_rpc::Transport;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::engine::FsOptions;
+use crate::engine::{Engine, EngineRef};
 use crate::error::{Error, Result};
-use crate::io::{BlockIo, RetryPolicy};
+use crate::io::BlockIo;
 use crate::path::split_path;
 use crate::reader::FileReader;
 use crate::repair::{self, RepairQueue};
@@ -21,9 +22,7 @@ use crate::stats::Stats;
 use crate::stripe::{self, BLOCK_SIZE};
 use crate::writer::{ObjectWriter, Target};
 
-/// The largest file Tessera holds (256 TiB); offsets past it are refused
-/// before any arithmetic can overflow.
-pub const MAX_FILE_SIZE: u64 = 1 << 48;
+pub use crate::stripe::MAX_FILE_SIZE;
 
 fn check_end(offset: u64, len: u64) -> Result<()> {
     match offset.checked_add(len) {
@@ -34,52 +33,11 @@ fn check_end(offset: u64, len: u64) -> Result<()> {
     }
 }
 
-/// Tunables of a gateway.
-#[derive(Debug, Clone)]
-pub struct FsOptions {
-    /// Timeout of one datanode call.
-    pub datanode_timeout: Duration,
-    /// Blocks per chunk of a streamed write or read (4 MiB by default).
-    pub chunk_blocks: usize,
-    /// Chunks of one stream in flight at once.
-    pub inflight_chunks: usize,
-    pub retry: RetryPolicy,
-    /// How long a replaced or deleted object stays readable before GC deletes
-    /// it (readers that opened the old version keep working meanwhile).
-    pub gc_grace: Duration,
-    pub gc_interval: Duration,
-    /// Uploads neither published nor abandoned after this long are collected.
-    pub pending_ttl: Duration,
-    pub ring_refresh: Duration,
-}
-
-impl Default for FsOptions {
-    fn default() -> Self {
-        FsOptions {
-            datanode_timeout: Duration::from_secs(10),
-            chunk_blocks: 8192,
-            inflight_chunks: 4,
-            retry: RetryPolicy::default(),
-            gc_grace: Duration::from_secs(120),
-            gc_interval: Duration::from_secs(5),
-            pending_ttl: Duration::from_secs(6 * 3600),
-            ring_refresh: Duration::from_secs(2),
-        }
-    }
-}
-
+/// The file-system API: a thin facade over the [`Engine`].
 #[derive(Clone)]
 pub struct Fs {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) meta: MetaClient,
-    pub(crate) io: BlockIo,
-    pub(crate) options: FsOptions,
-    /// Serialises read-modify-write of the same inode within this gateway.
-    write_locks: Vec<tokio::sync::Mutex<()>>,
-    repair_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Vec<repair::RepairJob>>>>,
+    engine: EngineRef,
+    repair_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Vec<repair::RepairJob>>>>>,
 }
 
 impl Fs {
@@ -96,13 +54,8 @@ impl Fs {
             retry: options.retry,
         };
         Ok(Fs {
-            inner: Arc::new(Inner {
-                meta,
-                io,
-                options,
-                write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
-                repair_rx: std::sync::Mutex::new(Some(repair_rx)),
-            }),
+            engine: Arc::new(Engine::new(meta, io, options)),
+            repair_rx: Arc::new(std::sync::Mutex::new(Some(repair_rx))),
         })
     }
 
@@ -113,18 +66,21 @@ impl Fs {
         shutdown: CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
-        if let Some(rx) = self.inner.repair_rx.lock().expect("repair lock").take() {
+        if let Some(rx) = self.repair_rx.lock().expect("repair lock").take() {
             let s = shutdown.clone();
             tasks.push(tokio::spawn(repair::run_worker(
-                self.inner.io.ring.clone(),
-                self.inner.io.stats.clone(),
+                self.engine.io.ring.clone(),
+                self.engine.io.stats.clone(),
                 rx,
                 async move { s.cancelled().await },
             )));
         }
-        tasks.push(tokio::spawn(crate::gc::run(self.clone(), shutdown.clone())));
-        let ring = self.inner.io.ring.clone();
-        let every = self.inner.options.ring_refresh;
+        tasks.push(tokio::spawn(crate::gc::run(
+            self.engine.clone(),
+            shutdown.clone(),
+        )));
+        let ring = self.engine.io.ring.clone();
+        let every = self.engine.options.ring_refresh;
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -137,30 +93,30 @@ impl Fs {
     }
 
     pub fn meta(&self) -> &MetaClient {
-        &self.inner.meta
+        &self.engine.meta
     }
 
     pub fn stats(&self) -> &Stats {
-        &self.inner.io.stats
+        &self.engine.io.stats
     }
 
     pub fn ring(&self) -> Arc<RingView> {
-        self.inner.io.ring.get()
+        self.engine.io.ring.get()
     }
 
     /// Fetches the ring from meta now.
     pub async fn refresh_ring(&self) -> Arc<RingView> {
-        self.inner.io.ring.refresh().await
+        self.engine.io.ring.refresh().await
     }
 
     pub fn options(&self) -> &FsOptions {
-        &self.inner.options
+        &self.engine.options
     }
 
     // ----- namespace -----
 
     pub async fn resolve(&self, path: &str) -> Result<Inode> {
-        Ok(self.inner.meta.resolve(split_path(path)?).await?)
+        Ok(self.engine.meta.resolve(split_path(path)?).await?)
     }
 
     /// The directory holding `path` and the last component's name.
@@ -169,7 +125,7 @@ impl Fs {
         let name = parts
             .pop()
             .ok_or_else(|| Error::Invalid("the root has no parent".into()))?;
-        let parent = self.inner.meta.resolve(parts).await?;
+        let parent = self.engine.meta.resolve(parts).await?;
         if !parent.is_dir() {
             return Err(Error::NotADirectory(path.to_string()));
         }
@@ -177,15 +133,15 @@ impl Fs {
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Inode> {
-        Ok(self.inner.meta.lookup(parent, name).await?)
+        Ok(self.engine.meta.lookup(parent, name).await?)
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Inode> {
-        Ok(self.inner.meta.getattr(ino).await?)
+        Ok(self.engine.meta.getattr(ino).await?)
     }
 
     pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Inode)>> {
-        Ok(self.inner.meta.readdir(ino).await?)
+        Ok(self.engine.meta.readdir(ino).await?)
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Inode> {
@@ -216,7 +172,7 @@ impl Fs {
         seed: u64,
         exclusive: bool,
     ) -> Result<Inode> {
-        let change = Change::Create {
+        let new = NewNode {
             parent,
             name: name.to_string(),
             kind,
@@ -227,25 +183,15 @@ impl Fs {
             seed,
             exclusive,
         };
-        Ok(self.inner.meta.change_inode(change).await?)
+        Ok(self.engine.meta.create(new).await?)
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
-        let change = Change::Unlink {
-            parent,
-            name: name.to_string(),
-        };
-        self.inner.meta.change(change).await?;
-        Ok(())
+        Ok(self.engine.meta.unlink(parent, name).await?)
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
-        let change = Change::Rmdir {
-            parent,
-            name: name.to_string(),
-        };
-        self.inner.meta.change(change).await?;
-        Ok(())
+        Ok(self.engine.meta.rmdir(parent, name).await?)
     }
 
     /// Atomic rename; the inode (and so its data placement) is kept.
@@ -257,55 +203,27 @@ impl Fs {
         new_name: &str,
         no_replace: bool,
     ) -> Result<Inode> {
-        let change = Change::Rename {
-            parent,
-            name: name.to_string(),
-            new_parent,
-            new_name: new_name.to_string(),
-            no_replace,
-        };
-        Ok(self.inner.meta.change_inode(change).await?)
+        Ok(self
+            .engine
+            .meta
+            .rename((parent, name), (new_parent, new_name), no_replace)
+            .await?)
     }
 
     pub async fn setattr(&self, ino: u64, attr: SetAttr) -> Result<Inode> {
-        Ok(self
-            .inner
-            .meta
-            .change_inode(Change::SetAttr { ino, attr })
-            .await?)
+        Ok(self.engine.meta.setattr(ino, attr).await?)
     }
 
     // ----- content -----
 
     /// Reads up to `len` bytes at `offset` of the content `inode` describes.
     pub async fn read(&self, inode: &Inode, offset: u64, len: u64) -> Result<Bytes> {
-        let range = stripe::blocks_for_read(offset, len, inode.size);
-        if range.is_empty() {
-            return Ok(Bytes::new());
-        }
-        let chunk = self.inner.options.chunk_blocks as u64;
-        let mut parts = Vec::new();
-        let mut start = range.start;
-        while start < range.end {
-            let end = (start + chunk).min(range.end);
-            parts.push(self.inner.io.read(&inode.object, start..end));
-            start = end;
-        }
-        let end = offset.saturating_add(len).min(inode.size);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut index = range.start;
-        for blocks in futures::future::try_join_all(parts).await? {
-            for b in blocks {
-                append_block(&mut out, index, b.as_ref(), offset, end, inode.size);
-                index += 1;
-            }
-        }
-        Ok(Bytes::from(out))
+        self.engine.read(inode, offset, len).await
     }
 
     /// A streaming reader over the content `inode` describes, with read-ahead.
     pub fn reader(&self, inode: Inode) -> FileReader {
-        FileReader::new(self.clone(), inode)
+        FileReader::new(self.engine.clone(), inode)
     }
 
     /// A streaming writer that makes new content for `parent/name` and
@@ -319,7 +237,7 @@ impl Fs {
         mode: u32,
     ) -> Result<ObjectWriter> {
         ObjectWriter::start(
-            self.clone(),
+            self.engine.clone(),
             Target::Name {
                 parent,
                 name: name.to_string(),
@@ -333,7 +251,7 @@ impl Fs {
     /// Like [`Fs::replace`], for an existing inode whose content is still `inode.object`.
     pub async fn replace_inode(&self, inode: &Inode) -> Result<ObjectWriter> {
         ObjectWriter::start(
-            self.clone(),
+            self.engine.clone(),
             Target::Inode {
                 ino: inode.ino,
                 expect: inode.object.id,
@@ -347,7 +265,7 @@ impl Fs {
     /// (read-modify-write of partial blocks), then commits size and mtime.
     pub async fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<Inode> {
         check_end(offset, data.len() as u64)?;
-        let _guard = self.inner.write_locks[(ino % 64) as usize].lock().await;
+        let _guard = self.engine.write_locks[(ino % 64) as usize].lock().await;
         let inode = self.getattr(ino).await?;
         if inode.kind != FileKind::File {
             return Err(Error::IsADirectory(format!("inode {ino}")));
@@ -356,12 +274,9 @@ impl Fs {
             return Ok(inode);
         }
         let (object, generation) = if inode.object.is_none() {
-            self.alloc_object(inode.object.seed).await?
+            self.engine.alloc_object(inode.object.seed).await?
         } else {
-            match self.inner.meta.change(Change::BeginWrite { ino }).await? {
-                Outcome::Generation(g) => (inode.object, g),
-                _ => return Err(Error::Internal("unexpected reply to BeginWrite".into())),
-            }
+            (inode.object, self.engine.meta.begin_write(ino).await?)
         };
         let spans = stripe::spans(offset, data.len());
         let first = spans[0].index;
@@ -369,7 +284,7 @@ impl Fs {
         let mut old: Vec<(u64, Bytes)> = Vec::new();
         for s in [spans.first(), spans.last()].into_iter().flatten() {
             if s.needs_read(inode.size) && !old.iter().any(|(i, _)| *i == s.index) {
-                let b = self.inner.io.read(&object, s.index..s.index + 1).await?;
+                let b = self.engine.io.read(&object, s.index..s.index + 1).await?;
                 let bytes = b
                     .into_iter()
                     .next()
@@ -403,14 +318,12 @@ impl Fs {
                 .collect::<Vec<_>>()
         })
         .await;
-        self.inner.io.write(&object, first, blocks).await?;
-        let change = Change::CommitWrite {
-            ino,
-            object,
-            end: offset + len,
-            mtime: now_ns(),
-        };
-        Ok(self.inner.meta.change_inode(change).await?)
+        self.engine.io.write(&object, first, blocks).await?;
+        Ok(self
+            .engine
+            .meta
+            .commit_write(ino, object, offset + len, now_ns())
+            .await?)
     }
 
     /// Sets the size of file `ino`. Growing exposes zeros. Shrinking copies
@@ -418,21 +331,16 @@ impl Fs {
     /// stale byte past the new end can reappear if the file grows again.
     pub async fn truncate(&self, ino: u64, size: u64) -> Result<Inode> {
         check_end(size, 0)?;
-        let _guard = self.inner.write_locks[(ino % 64) as usize].lock().await;
+        let _guard = self.engine.write_locks[(ino % 64) as usize].lock().await;
         let inode = self.getattr(ino).await?;
         if inode.kind != FileKind::File {
             return Err(Error::IsADirectory(format!("inode {ino}")));
         }
         if size >= inode.size {
-            let change = Change::Resize {
-                ino,
-                object: inode.object.id,
-                size,
-            };
-            return Ok(self.inner.meta.change_inode(change).await?);
+            return Ok(self.engine.meta.resize(ino, inode.object.id, size).await?);
         }
         let mut writer = ObjectWriter::start(
-            self.clone(),
+            self.engine.clone(),
             Target::Inode {
                 ino,
                 expect: inode.object.id,
@@ -474,38 +382,4 @@ impl Fs {
         }
         writer.finish(Some(src.size)).await
     }
-
-    pub(crate) async fn alloc_object(&self, seed: u64) -> Result<(ObjectRef, u64)> {
-        match self.inner.meta.change(Change::AllocObject { seed }).await? {
-            Outcome::Object { object, generation } => Ok((object, generation)),
-            _ => Err(Error::Internal("unexpected reply to AllocObject".into())),
-        }
-    }
-}
-
-/// Appends the part of block `index` that falls in `[offset, end)` to `out`;
-/// a hole or a short last block reads as zeros up to the file size.
-pub(crate) fn append_block(
-    out: &mut Vec<u8>,
-    index: u64,
-    block: Option<&Block>,
-    offset: u64,
-    end: u64,
-    size: u64,
-) {
-    let bs = BLOCK_SIZE as u64;
-    let block_start = index * bs;
-    let block_len = (size - block_start).min(bs);
-    let from = offset.max(block_start) - block_start;
-    let to = end.min(block_start + block_len) - block_start;
-    if from >= to {
-        return;
-    }
-    let data = block.map(|b| b.data.as_ref()).unwrap_or(&[]);
-    let (from, to) = (from as usize, to as usize);
-    let have = data.len().min(to);
-    if from < have {
-        out.extend_from_slice(&data[from..have]);
-    }
-    out.resize(out.len() + (to - have.max(from)), 0);
 }

@@ -4,48 +4,41 @@
 
 use std::time::Duration;
 
-use tessera_meta::now_ns;
-use tessera_meta::store::Change;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::EngineRef;
 use crate::error::Result;
-use crate::fs::Fs;
 
 /// Objects handled per pass.
 const BATCH: u32 = 256;
 
-pub async fn run(fs: Fs, shutdown: CancellationToken) {
+pub async fn run(engine: EngineRef, shutdown: CancellationToken) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(fs.options().gc_interval) => {}
+            _ = tokio::time::sleep(engine.options().gc_interval) => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(e) = once(&fs).await {
+        if let Err(e) = once(&engine).await {
             tracing::debug!(error = %e, "gc pass failed");
         }
     }
 }
 
-/// One pass; returns how many objects were deleted.
-pub async fn once(fs: &Fs) -> Result<u64> {
-    let now = now_ns();
-    let ttl = fs.options().pending_ttl.as_nanos() as i64;
-    fs.meta()
-        .change(Change::ReapPending { before: now - ttl })
-        .await?;
-    let grace = fs.options().gc_grace.as_nanos() as i64;
-    let due: Vec<u64> = fs
-        .meta()
-        .gc_list(BATCH)
+/// One pass; returns how many objects were deleted. Meta's clock alone
+/// decides what is old enough (expired leases, the grace period).
+pub async fn once(engine: &EngineRef) -> Result<u64> {
+    let (meta, options) = (engine.meta(), engine.options());
+    meta.reap_leases(options.pending_ttl).await?;
+    let due: Vec<u64> = meta
+        .gc_list(BATCH, options.gc_grace)
         .await?
         .into_iter()
-        .filter(|e| e.queued <= now - grace)
         .map(|e| e.object.id)
         .collect();
     if due.is_empty() {
         return Ok(0);
     }
-    let view = fs.ring();
+    let view = engine.io.ring.get();
     let calls = view.nodes.iter().flatten().map(|c| {
         let due = due.clone();
         async move {
@@ -60,8 +53,10 @@ pub async fn once(fs: &Fs) -> Result<u64> {
         return Ok(0);
     }
     let n = due.len() as u64;
-    fs.meta().change(Change::GcDone { objects: due }).await?;
-    fs.stats()
+    meta.gc_done(due).await?;
+    engine
+        .io
+        .stats
         .gc_objects
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(objects = n, "gc deleted objects");

@@ -135,8 +135,9 @@ impl BlockIo {
                         .iter()
                         .map(|&(si, _)| sets[si].segment.clone())
                         .collect();
+                    let roles: Vec<u8> = members.iter().map(|&(_, k)| k as u8).collect();
                     let count = members.iter().map(|&(si, _)| sets[si].blocks.len()).sum();
-                    async move { client.put(segments, count).await }
+                    async move { client.put(segments, roles, count).await }
                 },
                 |slot, members, result| {
                     match result {
@@ -213,7 +214,8 @@ impl BlockIo {
         let q = view.settings.read_quorum.min(r);
         let mut states: Vec<ReadState> = (0..n).map(|_| ReadState::default()).collect();
         loop {
-            let mut targets: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
+            // Per slot and replica role, the blocks to ask for.
+            let mut targets: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
             for (i, st) in states.iter_mut().enumerate() {
                 if st.done {
                     continue;
@@ -230,7 +232,7 @@ impl BlockIo {
                 for k in next {
                     st.tried |= 1 << k;
                     let slot = placement::slot(object, range.start + i as u64, k);
-                    targets.entry(slot).or_default().push((i, k));
+                    targets.entry((slot, k)).or_default().push(i);
                 }
             }
             if targets.is_empty() {
@@ -240,14 +242,15 @@ impl BlockIo {
             fan_out(
                 &self.ring,
                 &view,
-                targets,
-                |client, items| {
+                targets
+                    .into_iter()
+                    .map(|((slot, k), items)| (slot, (k, items))),
+                |client, (k, items)| {
                     let client = client.clone();
-                    let indices: Vec<u64> =
-                        items.iter().map(|&(i, _)| range.start + i as u64).collect();
-                    let id = object.id;
+                    let indices: Vec<u64> = items.iter().map(|&i| range.start + i as u64).collect();
+                    let (id, role) = (object.id, *k as u8);
                     async move {
-                        let results = client.get(id, indices).await?;
+                        let results = client.get(id, role, indices).await?;
                         // The one SHA-256 check of the read path, off the runtime.
                         Ok(tessera_rpc::blocking(move || {
                             results
@@ -261,11 +264,11 @@ impl BlockIo {
                         .await)
                     }
                 },
-                |slot, items, result| {
+                |slot, (k, items), result| {
                     match result {
                         Ok(results) => {
                             let mut bad = Vec::new();
-                            for (&(i, k), (got, ok)) in items.iter().zip(results) {
+                            for (&i, (got, ok)) in items.iter().zip(results) {
                                 let st = &mut states[i];
                                 let (seen, block) = match got {
                                     GetResult::Found(_) if !ok => {
@@ -287,7 +290,7 @@ impl BlockIo {
                             }
                         }
                         Err(e) => {
-                            for &(i, _) in &items {
+                            for &i in &items {
                                 states[i].failures.push(e.clone());
                             }
                         }
@@ -335,6 +338,7 @@ impl BlockIo {
                                 object: object.id,
                                 index,
                             },
+                            role: k as u8,
                             block: best.clone(),
                         },
                     });

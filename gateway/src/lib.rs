@@ -9,6 +9,7 @@
 //! On top, [`Fs`]: the file-system API the WebDAV, FUSE and CLI front ends
 //! call, with streaming [`ObjectWriter`] / [`FileReader`].
 
+pub mod engine;
 pub mod error;
 mod fanout;
 pub mod fs;
@@ -24,8 +25,9 @@ pub mod stats;
 pub mod stripe;
 pub mod writer;
 
+pub use engine::FsOptions;
 pub use error::{Error, Result};
-pub use fs::{Fs, FsOptions};
+pub use fs::Fs;
 pub use io::RetryPolicy;
 pub use path::split_path;
 pub use reader::FileReader;

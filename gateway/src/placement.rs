@@ -4,8 +4,6 @@
 //! lives on ring slot `(x + i + k) mod n`: the first replica goes round-robin
 //! from a hash of the path, each further replica on the next slot.
 
-use std::collections::BTreeMap;
-
 use sha2::{Digest, Sha256};
 use tessera_meta::ObjectRef;
 
@@ -24,19 +22,6 @@ pub fn replicas(object: &ObjectRef, index: u64, r: u32) -> impl Iterator<Item = 
 pub fn seed_for_path(path: &str) -> u64 {
     let d = Sha256::digest(path.as_bytes());
     u64::from_le_bytes(d[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
-}
-
-/// Groups `(index, replica k)` pairs by the slot that holds them, so each
-/// slot gets one batch.
-pub fn group_by_slot(
-    object: &ObjectRef,
-    wants: impl IntoIterator<Item = (u64, u32)>,
-) -> BTreeMap<u32, Vec<u64>> {
-    let mut out: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for (index, k) in wants {
-        out.entry(slot(object, index, k)).or_default().push(index);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -77,9 +62,13 @@ mod tests {
     #[test]
     fn load_is_even_over_slots() {
         let o = obj(seed_for_path("/some/file"), 3);
-        let grouped = group_by_slot(&o, (0..3000u64).flat_map(|i| [(i, 0), (i, 1)]));
-        assert_eq!(grouped.len(), 3);
-        assert!(grouped.values().all(|v| v.len() == 2000));
+        let mut per_slot = [0u32; 3];
+        for i in 0..3000u64 {
+            for s in replicas(&o, i, 2) {
+                per_slot[s as usize] += 1;
+            }
+        }
+        assert_eq!(per_slot, [2000; 3]);
     }
 
     #[test]

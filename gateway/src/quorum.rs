@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use smallvec::SmallVec;
 use tessera_datanode::Block;
 
 /// Why a quorum was not reached: how many were needed, how many answered,
@@ -105,8 +106,9 @@ pub struct ReadState {
     pub tried: u64,
     /// The valid copy of the highest generation seen.
     pub best: Option<Block>,
-    /// What each replica `k` that answered said.
-    pub seen: Vec<(u32, Seen)>,
+    /// What each replica `k` that answered said (inline: a read keeps one
+    /// of these per block, and must not allocate per block).
+    pub seen: SmallVec<[(u32, Seen); 3]>,
     pub failures: Vec<String>,
     pub done: bool,
 }

@@ -6,12 +6,12 @@ use bytes::Bytes;
 use tessera_meta::Inode;
 use tokio::task::JoinHandle;
 
+use crate::engine::EngineRef;
 use crate::error::{Error, Result};
-use crate::fs::Fs;
 use crate::stripe::BLOCK_SIZE;
 
 pub struct FileReader {
-    fs: Fs,
+    engine: EngineRef,
     inode: Inode,
     pos: u64,
     /// Chunks being fetched: (start offset, task).
@@ -32,9 +32,9 @@ impl std::fmt::Debug for FileReader {
 }
 
 impl FileReader {
-    pub(crate) fn new(fs: Fs, inode: Inode) -> Self {
+    pub(crate) fn new(engine: EngineRef, inode: Inode) -> Self {
         FileReader {
-            fs,
+            engine,
             inode,
             pos: 0,
             ahead: VecDeque::new(),
@@ -52,7 +52,7 @@ impl FileReader {
     }
 
     fn chunk(&self) -> u64 {
-        (self.fs.options().chunk_blocks * BLOCK_SIZE) as u64
+        (self.engine.options().chunk_blocks * BLOCK_SIZE) as u64
     }
 
     pub fn seek(&mut self, pos: u64) {
@@ -78,13 +78,13 @@ impl FileReader {
     /// Keeps up to `inflight_chunks` chunks from `next_fetch` on being fetched.
     fn fill(&mut self) {
         let chunk = self.chunk();
-        while self.ahead.len() < self.fs.options().inflight_chunks.max(1)
+        while self.ahead.len() < self.engine.options().inflight_chunks.max(1)
             && self.next_fetch < self.inode.size
         {
-            let (fs, inode, start) = (self.fs.clone(), self.inode.clone(), self.next_fetch);
+            let (engine, inode, start) = (self.engine.clone(), self.inode.clone(), self.next_fetch);
             self.ahead.push_back((
                 start,
-                tokio::spawn(async move { fs.read(&inode, start, chunk).await }),
+                tokio::spawn(async move { engine.read(&inode, start, chunk).await }),
             ));
             self.next_fetch += chunk;
         }

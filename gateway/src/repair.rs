@@ -77,7 +77,7 @@ pub async fn run_worker(
             by_slot.entry(j.slot).or_default().push(j.write);
         }
         for writes in by_slot.values_mut() {
-            writes.sort_by_key(|w| w.key);
+            writes.sort_by_key(|w| (w.key.object, w.role, w.key.index));
         }
         let view = ring.get();
         fan_out(

@@ -7,6 +7,10 @@ pub use tessera_datanode::BLOCK_SIZE;
 
 const BS: u64 = BLOCK_SIZE as u64;
 
+/// The largest file Tessera holds (256 TiB); offsets past it are refused
+/// before any arithmetic can overflow.
+pub const MAX_FILE_SIZE: u64 = 1 << 48;
+
 /// Blocks needed to hold `size` bytes.
 pub fn block_count(size: u64) -> u64 {
     size.div_ceil(BS)

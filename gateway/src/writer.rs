@@ -7,12 +7,11 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use tessera_datanode::Block;
-use tessera_meta::store::Change;
 use tessera_meta::{Inode, ObjectRef, now_ns};
 use tokio::task::JoinHandle;
 
+use crate::engine::EngineRef;
 use crate::error::{Error, Result};
-use crate::fs::Fs;
 use crate::stripe::BLOCK_SIZE;
 
 /// Where finished content goes.
@@ -29,7 +28,7 @@ pub enum Target {
 }
 
 pub struct ObjectWriter {
-    fs: Fs,
+    engine: EngineRef,
     target: Target,
     object: ObjectRef,
     generation: u64,
@@ -51,10 +50,14 @@ impl std::fmt::Debug for ObjectWriter {
 }
 
 impl ObjectWriter {
-    pub(crate) async fn start(fs: Fs, target: Target, seed: u64) -> Result<ObjectWriter> {
-        let (object, generation) = fs.alloc_object(seed).await?;
+    pub(crate) async fn start(
+        engine: EngineRef,
+        target: Target,
+        seed: u64,
+    ) -> Result<ObjectWriter> {
+        let (object, generation) = engine.alloc_object(seed).await?;
         Ok(ObjectWriter {
-            fs,
+            engine,
             target,
             object,
             generation,
@@ -76,7 +79,7 @@ impl ObjectWriter {
     }
 
     fn chunk_bytes(&self) -> usize {
-        self.fs.options().chunk_blocks * BLOCK_SIZE
+        self.engine.options().chunk_blocks * BLOCK_SIZE
     }
 
     /// Appends `data`, sending full chunks to the datanodes; waits when too
@@ -85,10 +88,10 @@ impl ObjectWriter {
         if self.done {
             return Err(Error::Internal("write after finish".into()));
         }
-        if self.size + data.len() as u64 > crate::fs::MAX_FILE_SIZE {
+        if self.size + data.len() as u64 > crate::stripe::MAX_FILE_SIZE {
             return Err(Error::Invalid(format!(
                 "a file may not grow past {} bytes",
-                crate::fs::MAX_FILE_SIZE
+                crate::stripe::MAX_FILE_SIZE
             )));
         }
         self.size += data.len() as u64;
@@ -101,12 +104,12 @@ impl ObjectWriter {
     }
 
     async fn send(&mut self, chunk: Bytes) -> Result<()> {
-        while self.inflight.len() >= self.fs.options().inflight_chunks.max(1) {
+        while self.inflight.len() >= self.engine.options().inflight_chunks.max(1) {
             self.wait_one().await?;
         }
         let first = self.next_index;
         self.next_index += chunk.len().div_ceil(BLOCK_SIZE) as u64;
-        let (fs, object, generation) = (self.fs.clone(), self.object, self.generation);
+        let (engine, object, generation) = (self.engine.clone(), self.object, self.generation);
         self.inflight.push_back(tokio::spawn(async move {
             let blocks = tessera_rpc::blocking(move || {
                 chunk
@@ -115,7 +118,7 @@ impl ObjectWriter {
                     .collect::<Vec<_>>()
             })
             .await;
-            fs.inner.io.write(&object, first, blocks).await
+            engine.io.write(&object, first, blocks).await
         }));
         Ok(())
     }
@@ -147,24 +150,17 @@ impl ObjectWriter {
         while !self.inflight.is_empty() {
             self.wait_one().await?;
         }
-        let change = match &self.target {
-            Target::Name { parent, name, mode } => Change::Publish {
-                parent: *parent,
-                name: name.clone(),
-                object: self.object,
-                size: self.size,
-                mode: *mode,
-                mtime: now_ns(),
-            },
-            Target::Inode { ino, expect } => Change::SwapObject {
-                ino: *ino,
-                expect: *expect,
-                object: self.object,
-                size: self.size,
-                mtime: now_ns(),
-            },
+        let meta = self.engine.meta();
+        let inode = match &self.target {
+            Target::Name { parent, name, mode } => {
+                meta.publish((*parent, name), self.object, self.size, *mode, now_ns())
+                    .await?
+            }
+            Target::Inode { ino, expect } => {
+                meta.swap_object(*ino, *expect, self.object, self.size, now_ns())
+                    .await?
+            }
         };
-        let inode = self.fs.meta().change_inode(change).await?;
         self.done = true;
         Ok(inode)
     }
@@ -179,11 +175,11 @@ impl Drop for ObjectWriter {
             return;
         }
         // Not published: hand the object to GC (best effort; a crash leaves
-        // it to meta's reaping of old uploads).
-        let (meta, object) = (self.fs.meta().clone(), self.object.id);
+        // it to meta, which collects the unused ids of expired leases).
+        let (meta, object) = (self.engine.meta().clone(), self.object.id);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = meta.change(Change::Abandon { object }).await {
+                if let Err(e) = meta.abandon(object).await {
                     tracing::warn!(object, error = %e, "cannot abandon an unfinished upload");
                 }
             });

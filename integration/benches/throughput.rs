@@ -53,17 +53,18 @@ fn record(i: u64) -> Vec<u8> {
     rec
 }
 
-/// The blocks placement gives each of `nodes` nodes, for `r` replicas.
-fn per_node(blocks: u64, r: u32, nodes: u32) -> Vec<Vec<u64>> {
+/// The blocks placement gives each of `nodes` nodes, for `r` replicas,
+/// with the replica role each is held in.
+fn per_node(blocks: u64, r: u32, nodes: u32) -> Vec<Vec<(u64, u8)>> {
     let object = ObjectRef {
         id: 1,
         seed: seed_for_path("/bench"),
         width: nodes,
     };
-    let mut per_node: Vec<Vec<u64>> = vec![Vec::new(); nodes as usize];
+    let mut per_node: Vec<Vec<(u64, u8)>> = vec![Vec::new(); nodes as usize];
     for i in 0..blocks {
-        for s in placement::replicas(&object, i, r) {
-            per_node[s as usize].push(i);
+        for (k, s) in placement::replicas(&object, i, r).enumerate() {
+            per_node[s as usize].push((i, k as u8));
         }
     }
     per_node
@@ -97,12 +98,16 @@ async fn extent_store_limit(blocks: u64, r: u32, nodes: u32) -> Duration {
                 // Two chunks in flight per store, like a streaming upload.
                 let sem = Arc::new(tokio::sync::Semaphore::new(2));
                 let mut puts = Vec::new();
-                for part in mine.chunk_by(|a, b| a / chunk == b / chunk) {
-                    let items = tessera_datanode::api::items(
-                        1,
-                        part.iter()
-                            .map(|&i| (i, blocks_of_chunk[(i % chunk) as usize].clone())),
-                    );
+                for part in mine.chunk_by(|a, b| a.0 / chunk == b.0 / chunk) {
+                    let items: Vec<_> = part
+                        .iter()
+                        .map(|&(index, role)| tessera_datanode::wire::PutItem {
+                            object: 1,
+                            role,
+                            index,
+                            block: blocks_of_chunk[(index % chunk) as usize].clone(),
+                        })
+                        .collect();
                     let (store, permit) = (store.clone(), sem.clone().acquire_owned().await);
                     puts.push(tokio::spawn(async move {
                         store.put(items).await.unwrap();
@@ -161,7 +166,11 @@ fn raw_redb_limit(blocks: u64, r: u32, nodes: u32) -> Duration {
     let mut batches: Vec<(usize, Vec<u64>)> = Vec::new();
     let chunked: Vec<Vec<Vec<u64>>> = per_node
         .iter()
-        .map(|v| v.chunks(2048).map(|c| c.to_vec()).collect())
+        .map(|v| {
+            v.chunks(2048)
+                .map(|c| c.iter().map(|&(i, _)| i).collect())
+                .collect()
+        })
         .collect();
     let most = chunked.iter().map(Vec::len).max().unwrap_or(0);
     for j in (0..most).rev() {

@@ -15,6 +15,7 @@ fn env(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() {
+    tessera_rpc::tune_allocator();
     let bytes = env("TESSERA_PROBE_MIB", 256) << 20;
     let c = TestCluster::start(3, Settings::default()).await;
     let t = Instant::now();
@@ -47,7 +48,7 @@ pub async fn raw_gets(c: &TestCluster, object: u64, blocks: u64) {
         let mut best = std::time::Duration::MAX;
         for _ in 0..10 {
             let t = Instant::now();
-            node.get(object, keys.clone()).await.unwrap();
+            node.get(object, 0, keys.clone()).await.unwrap();
             best = best.min(t.elapsed());
         }
         println!("get of {n} keys: best {best:?}");
@@ -66,7 +67,7 @@ pub async fn raw_gets(c: &TestCluster, object: u64, blocks: u64) {
                         ((done + j) as u64 * per * 3) % blocks.saturating_sub(per * 3).max(1);
                     async move {
                         let keys: Vec<u64> = (0..per).map(|i| start + i * 3).collect();
-                        node.get(object, keys).await.unwrap()
+                        node.get(object, 0, keys).await.unwrap()
                     }
                 })
                 .collect();

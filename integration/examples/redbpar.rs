@@ -16,6 +16,7 @@ async fn main() {
     for c in 0..8 {
         let w = api::items(
             1,
+            0,
             (c * 8192..(c + 1) * 8192).map(|i| (i, Block::new(1, Bytes::from(vec![i as u8; 512])))),
         );
         s.put(w).await.unwrap();
@@ -30,7 +31,7 @@ async fn main() {
                     tokio::spawn(async move {
                         let start = (j as u64 * 8192) % n;
                         let keys: Vec<u64> = (start..start + 8192).collect();
-                        s.get_packed(1, keys).await.unwrap()
+                        s.get_packed(1, 0, keys).await.unwrap()
                     })
                 })
                 .collect();

@@ -131,7 +131,7 @@ async fn c_corrupt_replica_is_not_served_and_is_repaired() {
         assert_eq!(got.status, StatusCode::OK, "{}", got.text());
         assert!(got.body == data, "a corrupt copy was served");
         match node
-            .get(inode.object.id, vec![b])
+            .get(inode.object.id, 0, vec![b])
             .await
             .unwrap()
             .pop()

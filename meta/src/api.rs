@@ -14,6 +14,11 @@ use crate::types::*;
 pub enum MetaRequest {
     /// Walks a path from the root in one round trip.
     Resolve(Vec<String>),
+    /// The directory holding a path and what is there now, if anything.
+    ResolveParent(Vec<String>),
+    /// The inode at a path and, for a directory, its entries with their
+    /// inodes (a listing in one round trip).
+    List(Vec<String>),
     Lookup {
         parent: u64,
         name: String,
@@ -21,8 +26,10 @@ pub enum MetaRequest {
     GetAttr(u64),
     ReadDir(u64),
     Ring,
+    /// Objects that have waited for GC at least `min_age_ns` by meta's clock.
     GcList {
         limit: u32,
+        min_age_ns: i64,
     },
     Counts,
     Change(Change),
@@ -31,10 +38,12 @@ pub enum MetaRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MetaReply {
     Inode(Inode),
+    Parent(Inode, Option<Inode>),
+    Listing(Inode, Option<Vec<(String, Inode)>>),
     Entries(Vec<(String, Inode)>),
     Ring(Ring),
     Gc(Vec<GcEntry>),
-    Counts { inodes: u64, gc: u64, pending: u64 },
+    Counts { inodes: u64, gc: u64, leases: u64 },
     Outcome(Outcome),
 }
 
@@ -73,20 +82,24 @@ impl MetaService {
         let s = &self.store;
         Ok(match req {
             MetaRequest::Resolve(path) => MetaReply::Inode(s.resolve(path).await?),
+            MetaRequest::ResolveParent(path) => {
+                let (parent, existing) = s.resolve_parent(path).await?;
+                MetaReply::Parent(parent, existing)
+            }
+            MetaRequest::List(path) => {
+                let (inode, entries) = s.list(path).await?;
+                MetaReply::Listing(inode, entries)
+            }
             MetaRequest::Lookup { parent, name } => MetaReply::Inode(s.lookup(parent, name).await?),
             MetaRequest::GetAttr(ino) => MetaReply::Inode(s.getattr(ino).await?),
             MetaRequest::ReadDir(ino) => MetaReply::Entries(s.readdir(ino).await?),
             MetaRequest::Ring => MetaReply::Ring(s.ring().await?),
-            MetaRequest::GcList { limit } => {
-                MetaReply::Gc(s.gc_list(limit.min(10_000) as usize).await?)
+            MetaRequest::GcList { limit, min_age_ns } => {
+                MetaReply::Gc(s.gc_list(limit.min(10_000) as usize, min_age_ns).await?)
             }
             MetaRequest::Counts => {
-                let (inodes, gc, pending) = s.counts().await?;
-                MetaReply::Counts {
-                    inodes,
-                    gc,
-                    pending,
-                }
+                let (inodes, gc, leases) = s.counts().await?;
+                MetaReply::Counts { inodes, gc, leases }
             }
             MetaRequest::Change(c) => MetaReply::Outcome(s.apply(c).await?),
         })
@@ -162,16 +175,47 @@ impl MetaClient {
         expect!(self.call(MetaRequest::Ring).await?, MetaReply::Ring(r) => r, "ring")
     }
 
-    pub async fn gc_list(&self, limit: u32) -> Result<Vec<GcEntry>, CallError> {
-        expect!(self.call(MetaRequest::GcList { limit }).await?, MetaReply::Gc(g) => g, "gc list")
+    /// The directory holding `components` and what is there now.
+    pub async fn resolve_parent(
+        &self,
+        components: Vec<String>,
+    ) -> Result<(Inode, Option<Inode>), CallError> {
+        expect!(self.call(MetaRequest::ResolveParent(components)).await?, MetaReply::Parent(p, e) => (p, e), "resolve parent")
     }
 
+    /// The inode at `components` and, for a directory, its entries.
+    pub async fn list(
+        &self,
+        components: Vec<String>,
+    ) -> Result<(Inode, Option<Vec<(String, Inode)>>), CallError> {
+        expect!(self.call(MetaRequest::List(components)).await?, MetaReply::Listing(i, e) => (i, e), "list")
+    }
+
+    /// Up to `limit` objects queued for GC at least `min_age` ago (meta's clock).
+    pub async fn gc_list(&self, limit: u32, min_age: Duration) -> Result<Vec<GcEntry>, CallError> {
+        let req = MetaRequest::GcList {
+            limit,
+            min_age_ns: min_age.as_nanos().min(i64::MAX as u128) as i64,
+        };
+        expect!(self.call(req).await?, MetaReply::Gc(g) => g, "gc list")
+    }
+
+    /// (inodes, objects waiting for GC, live id leases)
     pub async fn counts(&self) -> Result<(u64, u64, u64), CallError> {
-        expect!(self.call(MetaRequest::Counts).await?, MetaReply::Counts { inodes, gc, pending } => (inodes, gc, pending), "counts")
+        expect!(self.call(MetaRequest::Counts).await?, MetaReply::Counts { inodes, gc, leases } => (inodes, gc, leases), "counts")
     }
 
-    pub async fn change(&self, change: Change) -> Result<Outcome, CallError> {
+    async fn change(&self, change: Change) -> Result<Outcome, CallError> {
         expect!(self.call(MetaRequest::Change(change)).await?, MetaReply::Outcome(o) => o, "change")
+    }
+
+    /// A change that yields an inode.
+    async fn change_inode(&self, change: Change) -> Result<Inode, CallError> {
+        expect!(self.change(change).await?, Outcome::Inode(i) => i, "change (inode)")
+    }
+
+    async fn change_done(&self, change: Change) -> Result<(), CallError> {
+        expect!(self.change(change).await?, Outcome::Done => (), "change")
     }
 
     /// Registers datanode `node_id` at `addr` (taking `slot`, or the next
@@ -190,10 +234,178 @@ impl MetaClient {
         expect!(self.change(change).await?, Outcome::Slot(s) => s, "register")
     }
 
-    /// A change that yields an inode.
-    pub async fn change_inode(&self, change: Change) -> Result<Inode, CallError> {
-        expect!(self.change(change).await?, Outcome::Inode(i) => i, "change (inode)")
+    /// Creates `parent/name` (or returns what is there, unless `exclusive`).
+    pub async fn create(&self, new: NewNode) -> Result<Inode, CallError> {
+        self.change_inode(Change::Create {
+            parent: new.parent,
+            name: new.name,
+            kind: new.kind,
+            mode: new.mode,
+            uid: new.uid,
+            gid: new.gid,
+            target: new.target,
+            seed: new.seed,
+            exclusive: new.exclusive,
+        })
+        .await
     }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), CallError> {
+        self.change_done(Change::Unlink {
+            parent,
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), CallError> {
+        self.change_done(Change::Rmdir {
+            parent,
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    /// Moves `parent/name` to `new_parent/new_name` atomically.
+    pub async fn rename(
+        &self,
+        (parent, name): (u64, &str),
+        (new_parent, new_name): (u64, &str),
+        no_replace: bool,
+    ) -> Result<Inode, CallError> {
+        self.change_inode(Change::Rename {
+            parent,
+            name: name.to_string(),
+            new_parent,
+            new_name: new_name.to_string(),
+            no_replace,
+        })
+        .await
+    }
+
+    pub async fn setattr(&self, ino: u64, attr: SetAttr) -> Result<Inode, CallError> {
+        self.change_inode(Change::SetAttr { ino, attr }).await
+    }
+
+    /// Sets the size of `ino` if its content is still `object`.
+    pub async fn resize(&self, ino: u64, object: u64, size: u64) -> Result<Inode, CallError> {
+        self.change_inode(Change::Resize { ino, object, size })
+            .await
+    }
+
+    /// Leases `count` fresh object ids (see [`Change::LeaseObjects`]).
+    pub async fn lease_objects(&self, count: u64) -> Result<ObjectLease, CallError> {
+        expect!(self.change(Change::LeaseObjects { count }).await?,
+            Outcome::Lease { first, count, generation, width } => ObjectLease { first, count, generation, width },
+            "lease objects")
+    }
+
+    /// A generation for writing into `ino`'s current object.
+    pub async fn begin_write(&self, ino: u64) -> Result<u64, CallError> {
+        expect!(self.change(Change::BeginWrite { ino }).await?, Outcome::Generation(g) => g, "begin write")
+    }
+
+    /// Records a write into `object` (the file's, or adopted by an empty
+    /// file) that ended at `end`.
+    pub async fn commit_write(
+        &self,
+        ino: u64,
+        object: ObjectRef,
+        end: u64,
+        mtime: i64,
+    ) -> Result<Inode, CallError> {
+        self.change_inode(Change::CommitWrite {
+            ino,
+            object,
+            end,
+            mtime,
+        })
+        .await
+    }
+
+    /// Replaces the content of `ino` with `object` if it still is `expect`.
+    pub async fn swap_object(
+        &self,
+        ino: u64,
+        expect: u64,
+        object: ObjectRef,
+        size: u64,
+        mtime: i64,
+    ) -> Result<Inode, CallError> {
+        self.change_inode(Change::SwapObject {
+            ino,
+            expect,
+            object,
+            size,
+            mtime,
+        })
+        .await
+    }
+
+    /// Makes `object` the content of `parent/name`, creating the file or
+    /// replacing its content.
+    pub async fn publish(
+        &self,
+        (parent, name): (u64, &str),
+        object: ObjectRef,
+        size: u64,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<Inode, CallError> {
+        self.change_inode(Change::Publish {
+            parent,
+            name: name.to_string(),
+            object,
+            size,
+            mode,
+            mtime,
+        })
+        .await
+    }
+
+    /// An upload that will never be published: its object goes to GC.
+    pub async fn abandon(&self, object: u64) -> Result<(), CallError> {
+        self.change_done(Change::Abandon { object }).await
+    }
+
+    /// Collects the unused ids of leases older than `ttl` (meta's clock);
+    /// returns how many.
+    pub async fn reap_leases(&self, ttl: Duration) -> Result<u64, CallError> {
+        let ttl_ns = ttl.as_nanos().min(i64::MAX as u128) as i64;
+        expect!(self.change(Change::ReapLeases { ttl_ns }).await?, Outcome::Count(n) => n, "reap leases")
+    }
+
+    /// Objects deleted from every datanode: drop them from the GC queue.
+    pub async fn gc_done(&self, objects: Vec<u64>) -> Result<(), CallError> {
+        self.change_done(Change::GcDone { objects }).await
+    }
+}
+
+/// A new directory entry (see [`MetaClient::create`]).
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub parent: u64,
+    pub name: String,
+    pub kind: FileKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub target: Option<String>,
+    /// Placement seed of the file's future content.
+    pub seed: u64,
+    /// Fail with `Exists` if the name is taken.
+    pub exclusive: bool,
+}
+
+/// Object ids `first..first + count` leased to one gateway: it places each
+/// new object itself over `width` ring slots and writes its blocks with
+/// `generation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLease {
+    pub first: u64,
+    pub count: u64,
+    pub generation: u64,
+    pub width: u32,
 }
 
 /// The service behind an `Arc`, as `serve` wants it.

@@ -23,7 +23,13 @@ const RING: TableDefinition<u32, &[u8]> = TableDefinition::new("ring");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
 const GC: TableDefinition<u64, &[u8]> = TableDefinition::new("gc");
-const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
+/// Object ids leased to gateways: first id -> [`Lease`]. A lease is the
+/// pending-upload record of every id in it: an id can be published (or
+/// abandoned) once, while its lease lives; past the upload TTL, the lease's
+/// unused ids go to GC.
+const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+/// Leased ids already published or abandoned.
+const LEASE_USED: TableDefinition<u64, ()> = TableDefinition::new("lease_used");
 /// Table name -> format version (see [`tessera_rpc::formats`]).
 const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
 /// The format of each table's records (postcard). Bump a table's version
@@ -35,8 +41,20 @@ const TABLE_FORMATS: &[(&str, u32)] = &[
     ("counters", 1),
     ("config", 1),
     ("gc", 1),
-    ("pending", 1),
+    ("leases", 1),
+    ("lease_used", 1),
 ];
+
+/// Most object ids in one lease.
+pub const MAX_LEASE: u64 = 4096;
+
+/// A range of object ids handed to a gateway (see [`LEASES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Lease {
+    end: u64,
+    /// When it was granted, ns since the epoch, by meta's clock.
+    granted: i64,
+}
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -83,9 +101,12 @@ pub enum Change {
         object: u64,
         size: u64,
     },
-    /// A fresh object for new content, placed by `seed`; returns it and a generation.
-    AllocObject {
-        seed: u64,
+    /// Leases `count` fresh object ids (at most [`MAX_LEASE`]) to a gateway,
+    /// which places each new object itself: one durable commit for many
+    /// uploads. Returns the range, the generation their blocks are written
+    /// with, and the ring width to place them over.
+    LeaseObjects {
+        count: u64,
     },
     /// A generation for writing into `ino`'s current object.
     BeginWrite {
@@ -122,9 +143,10 @@ pub enum Change {
     Abandon {
         object: u64,
     },
-    /// Moves uploads allocated before `before` (ns) to GC.
-    ReapPending {
-        before: i64,
+    /// Moves the unused ids of leases granted more than `ttl_ns` ago (by
+    /// meta's clock) to GC and forgets those leases.
+    ReapLeases {
+        ttl_ns: i64,
     },
     GcDone {
         objects: Vec<u64>,
@@ -140,7 +162,12 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     Inode(Inode),
-    Object { object: ObjectRef, generation: u64 },
+    Lease {
+        first: u64,
+        count: u64,
+        generation: u64,
+        width: u32,
+    },
     Generation(u64),
     Slot(u32),
     Count(u64),
@@ -264,7 +291,8 @@ impl MetaStore {
             tx.open_table(DIRENTS).map_err(storage)?;
             tx.open_table(RING).map_err(storage)?;
             tx.open_table(GC).map_err(storage)?;
-            tx.open_table(PENDING).map_err(storage)?;
+            tx.open_table(LEASES).map_err(storage)?;
+            tx.open_table(LEASE_USED).map_err(storage)?;
         }
         tx.commit().map_err(storage)?;
         let db = Arc::new(db);
@@ -336,25 +364,54 @@ impl MetaStore {
     /// Walks `components` from the root in one read transaction.
     pub async fn resolve(&self, components: Vec<String>) -> Result<Inode, MetaError> {
         self.read(move |tx| {
-            let inodes = tx.open_table(INODES).map_err(storage)?;
-            let dirents = tx.open_table(DIRENTS).map_err(storage)?;
-            let mut cur = get_inode(&inodes, ROOT_INO)?;
-            let mut walked = String::new();
-            for c in &components {
-                validate_name(c)?;
-                if !cur.is_dir() {
-                    return Err(MetaError::NotADirectory(format!("/{walked}")));
-                }
-                walked.push_str(if walked.is_empty() { "" } else { "/" });
-                walked.push_str(c);
-                let ino = dirents
-                    .get((cur.ino, c.as_str()))
-                    .map_err(storage)?
-                    .ok_or_else(|| MetaError::NotFound(format!("/{walked}")))?
-                    .value();
-                cur = get_inode(&inodes, ino)?;
+            let (inodes, dirents) = namespace(tx)?;
+            walk(&inodes, &dirents, &components)
+        })
+        .await
+    }
+
+    /// What a create or replace of `components` needs, in one read: the
+    /// directory holding it and what is there now, if anything.
+    pub async fn resolve_parent(
+        &self,
+        mut components: Vec<String>,
+    ) -> Result<(Inode, Option<Inode>), MetaError> {
+        self.read(move |tx| {
+            let (inodes, dirents) = namespace(tx)?;
+            let name = components
+                .pop()
+                .ok_or_else(|| MetaError::Invalid("the root has no parent".into()))?;
+            validate_name(&name)?;
+            let parent = walk(&inodes, &dirents, &components)?;
+            if !parent.is_dir() {
+                return Err(MetaError::NotADirectory(format!(
+                    "/{}",
+                    components.join("/")
+                )));
             }
-            Ok(cur)
+            let existing = match dirents.get((parent.ino, name.as_str())).map_err(storage)? {
+                Some(ino) => Some(get_inode(&inodes, ino.value())?),
+                None => None,
+            };
+            Ok((parent, existing))
+        })
+        .await
+    }
+
+    /// The inode at `components` and, if it is a directory, its entries
+    /// with their inodes: a listing in one read.
+    pub async fn list(
+        &self,
+        components: Vec<String>,
+    ) -> Result<(Inode, Option<Vec<(String, Inode)>>), MetaError> {
+        self.read(move |tx| {
+            let (inodes, dirents) = namespace(tx)?;
+            let inode = walk(&inodes, &dirents, &components)?;
+            let entries = match inode.is_dir() {
+                true => Some(list_dir(&inodes, &dirents, inode.ino)?),
+                false => None,
+            };
+            Ok((inode, entries))
         })
         .await
     }
@@ -362,22 +419,12 @@ impl MetaStore {
     /// Entries of a directory with their inodes, in name order.
     pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Inode)>, MetaError> {
         self.read(move |tx| {
-            let inodes = tx.open_table(INODES).map_err(storage)?;
-            let dirents = tx.open_table(DIRENTS).map_err(storage)?;
+            let (inodes, dirents) = namespace(tx)?;
             let dir = get_inode(&inodes, ino)?;
             if !dir.is_dir() {
                 return Err(MetaError::NotADirectory(format!("inode {ino}")));
             }
-            let mut out = Vec::new();
-            for entry in dirents.range((ino, "")..).map_err(storage)? {
-                let (k, v) = entry.map_err(storage)?;
-                let (p, name) = k.value();
-                if p != ino {
-                    break;
-                }
-                out.push((name.to_string(), get_inode(&inodes, v.value())?));
-            }
-            Ok(out)
+            list_dir(&inodes, &dirents, ino)
         })
         .await
     }
@@ -396,14 +443,22 @@ impl MetaStore {
         .await
     }
 
-    /// Up to `limit` objects waiting for GC, oldest id first.
-    pub async fn gc_list(&self, limit: usize) -> Result<Vec<GcEntry>, MetaError> {
+    /// Up to `limit` objects that have waited for GC at least `min_age_ns`
+    /// (by meta's clock, the one that queued them), oldest id first.
+    pub async fn gc_list(&self, limit: usize, min_age_ns: i64) -> Result<Vec<GcEntry>, MetaError> {
+        let before = now_ns().saturating_sub(min_age_ns.max(0));
         self.read(move |tx| {
             let t = tx.open_table(GC).map_err(storage)?;
             let mut out = Vec::new();
-            for e in t.iter().map_err(storage)?.take(limit) {
+            for e in t.iter().map_err(storage)? {
+                if out.len() >= limit {
+                    break;
+                }
                 let (_, v) = e.map_err(storage)?;
-                out.push(dec::<GcEntry>(v.value())?);
+                let entry = dec::<GcEntry>(v.value())?;
+                if entry.queued <= before {
+                    out.push(entry);
+                }
             }
             Ok(out)
         })
@@ -417,11 +472,64 @@ impl MetaStore {
             Ok((
                 n(tx.open_table(INODES).map_err(storage)?.len())?,
                 n(tx.open_table(GC).map_err(storage)?.len())?,
-                n(tx.open_table(PENDING).map_err(storage)?.len())?,
+                n(tx.open_table(LEASES).map_err(storage)?.len())?,
             ))
         })
         .await
     }
+}
+
+type ReadInodes = redb::ReadOnlyTable<u64, &'static [u8]>;
+type ReadDirents = redb::ReadOnlyTable<(u64, &'static str), u64>;
+
+fn namespace(tx: &redb::ReadTransaction) -> Result<(ReadInodes, ReadDirents), MetaError> {
+    Ok((
+        tx.open_table(INODES).map_err(storage)?,
+        tx.open_table(DIRENTS).map_err(storage)?,
+    ))
+}
+
+/// The inode at `components`, walking from the root.
+fn walk(
+    inodes: &ReadInodes,
+    dirents: &ReadDirents,
+    components: &[String],
+) -> Result<Inode, MetaError> {
+    let mut cur = get_inode(inodes, ROOT_INO)?;
+    let mut walked = String::new();
+    for c in components {
+        validate_name(c)?;
+        if !cur.is_dir() {
+            return Err(MetaError::NotADirectory(format!("/{walked}")));
+        }
+        walked.push_str(if walked.is_empty() { "" } else { "/" });
+        walked.push_str(c);
+        let ino = dirents
+            .get((cur.ino, c.as_str()))
+            .map_err(storage)?
+            .ok_or_else(|| MetaError::NotFound(format!("/{walked}")))?
+            .value();
+        cur = get_inode(inodes, ino)?;
+    }
+    Ok(cur)
+}
+
+/// The entries of directory `ino` with their inodes, in name order.
+fn list_dir(
+    inodes: &ReadInodes,
+    dirents: &ReadDirents,
+    ino: u64,
+) -> Result<Vec<(String, Inode)>, MetaError> {
+    let mut out = Vec::new();
+    for entry in dirents.range((ino, "")..).map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        let (p, name) = k.value();
+        if p != ino {
+            break;
+        }
+        out.push((name.to_string(), get_inode(inodes, v.value())?));
+    }
+    Ok(out)
 }
 
 fn get_inode(t: &impl ReadableTable<u64, &'static [u8]>, ino: u64) -> Result<Inode, MetaError> {
@@ -467,7 +575,8 @@ struct Tables<'t> {
     counters: redb::Table<'t, &'static str, u64>,
     config: redb::Table<'t, &'static str, &'static [u8]>,
     gc: redb::Table<'t, u64, &'static [u8]>,
-    pending: redb::Table<'t, u64, &'static [u8]>,
+    leases: redb::Table<'t, u64, &'static [u8]>,
+    lease_used: redb::Table<'t, u64, ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -479,7 +588,8 @@ impl<'t> Tables<'t> {
             counters: tx.open_table(COUNTERS).map_err(storage)?,
             config: tx.open_table(CONFIG).map_err(storage)?,
             gc: tx.open_table(GC).map_err(storage)?,
-            pending: tx.open_table(PENDING).map_err(storage)?,
+            leases: tx.open_table(LEASES).map_err(storage)?,
+            lease_used: tx.open_table(LEASE_USED).map_err(storage)?,
         })
     }
 
@@ -492,6 +602,52 @@ impl<'t> Tables<'t> {
             .unwrap_or(1);
         self.counters.insert(counter, v + 1).map_err(storage)?;
         Ok(v)
+    }
+
+    /// Takes `n` consecutive values of a counter; returns the first.
+    fn take(&mut self, counter: &'static str, n: u64) -> Result<u64, MetaError> {
+        let v = self
+            .counters
+            .get(counter)
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        let end = v
+            .checked_add(n)
+            .ok_or_else(|| storage(format!("counter {counter} exhausted")))?;
+        self.counters.insert(counter, end).map_err(storage)?;
+        Ok(v)
+    }
+
+    /// Fails unless `id` is a leased object id not yet published or abandoned.
+    fn check_claim(&self, id: u64) -> Result<(), MetaError> {
+        let expired = || {
+            MetaError::Conflict(format!(
+                "upload of object {id} (its lease expired, or it was published already)"
+            ))
+        };
+        let lease = self
+            .leases
+            .range(..=id)
+            .map_err(storage)?
+            .next_back()
+            .transpose()
+            .map_err(storage)?
+            .map(|(_, v)| dec::<Lease>(v.value()))
+            .transpose()?;
+        match lease {
+            Some(l) if id < l.end => {}
+            _ => return Err(expired()),
+        }
+        if self.lease_used.get(id).map_err(storage)?.is_some() {
+            return Err(expired());
+        }
+        Ok(())
+    }
+
+    fn mark_used(&mut self, id: u64) -> Result<(), MetaError> {
+        self.lease_used.insert(id, ()).map_err(storage)?;
+        Ok(())
     }
 
     /// The cluster-wide version clock: every committed change takes a new value.
@@ -548,7 +704,6 @@ impl<'t> Tables<'t> {
         if object.is_none() {
             return Ok(());
         }
-        self.pending.remove(object.id).map_err(storage)?;
         let entry = GcEntry {
             object,
             queued: now_ns(),
@@ -704,7 +859,12 @@ impl<'t> Tables<'t> {
                 self.put(&inode)?;
                 Ok(Outcome::Inode(inode))
             }
-            Change::AllocObject { seed } => {
+            Change::LeaseObjects { count } => {
+                if count == 0 || count > MAX_LEASE {
+                    return Err(MetaError::Invalid(format!(
+                        "a lease holds 1 to {MAX_LEASE} object ids, not {count}"
+                    )));
+                }
                 let width = self.ring.len().map_err(storage)? as u32;
                 let settings: Settings = match self.config.get("settings").map_err(storage)? {
                     Some(v) => dec(v.value())?,
@@ -716,20 +876,20 @@ impl<'t> Tables<'t> {
                         settings.replicas, settings.replicas
                     )));
                 }
-                let object = ObjectRef {
-                    id: self.next("next_object")?,
-                    seed,
-                    width,
+                let first = self.take("next_object", count)?;
+                let lease = Lease {
+                    end: first + count,
+                    granted: now,
                 };
-                let generation = self.tick()?;
-                let pending = GcEntry {
-                    object,
-                    queued: now,
-                };
-                self.pending
-                    .insert(object.id, enc(&pending).as_slice())
+                self.leases
+                    .insert(first, enc(&lease).as_slice())
                     .map_err(storage)?;
-                Ok(Outcome::Object { object, generation })
+                Ok(Outcome::Lease {
+                    first,
+                    count,
+                    generation: self.tick()?,
+                    width,
+                })
             }
             Change::BeginWrite { ino } => {
                 self.inode(ino)?;
@@ -745,9 +905,11 @@ impl<'t> Tables<'t> {
                 if inode.is_dir() {
                     return Err(MetaError::IsADirectory(format!("inode {ino}")));
                 }
-                if inode.object.is_none() && !object.is_none() {
+                let adopt = inode.object.is_none() && !object.is_none();
+                if adopt {
+                    self.check_claim(object.id)?;
                     inode.object = object;
-                    self.pending.remove(object.id).map_err(storage)?;
+                    self.mark_used(object.id)?;
                 } else if inode.object.id != object.id {
                     return Err(MetaError::Conflict(format!("inode {ino}")));
                 }
@@ -772,6 +934,7 @@ impl<'t> Tables<'t> {
                 if inode.object.id != expect {
                     return Err(MetaError::Conflict(format!("inode {ino}")));
                 }
+                self.check_claim(object.id)?;
                 self.swap_content(&mut inode, object, size, mtime, now)?;
                 Ok(Outcome::Inode(inode))
             }
@@ -785,6 +948,7 @@ impl<'t> Tables<'t> {
             } => {
                 validate_name(&name)?;
                 self.dir(parent)?;
+                self.check_claim(object.id)?;
                 let inode = match self.entry(parent, &name)? {
                     Some(ino) => {
                         let mut inode = self.inode(ino)?;
@@ -819,33 +983,45 @@ impl<'t> Tables<'t> {
                         inode
                     }
                 };
-                self.pending.remove(object.id).map_err(storage)?;
+                self.mark_used(object.id)?;
                 Ok(Outcome::Inode(inode))
             }
             Change::Abandon { object } => {
-                let entry = self
-                    .pending
-                    .remove(object)
-                    .map_err(storage)?
-                    .map(|v| dec::<GcEntry>(v.value()));
-                if let Some(entry) = entry {
-                    self.queue_gc(entry?.object)?;
+                // An id whose lease is gone was collected with it; one
+                // already published is not this upload's to drop.
+                if self.check_claim(object).is_ok() {
+                    self.mark_used(object)?;
+                    self.queue_gc(ObjectRef {
+                        id: object,
+                        ..ObjectRef::NONE
+                    })?;
                 }
                 Ok(Outcome::Done)
             }
-            Change::ReapPending { before } => {
-                let mut stale = Vec::new();
-                for e in self.pending.iter().map_err(storage)? {
-                    let (_, v) = e.map_err(storage)?;
-                    let entry: GcEntry = dec(v.value())?;
-                    if entry.queued < before {
-                        stale.push(entry.object);
+            Change::ReapLeases { ttl_ns } => {
+                let before = now.saturating_sub(ttl_ns.max(0));
+                let mut expired = Vec::new();
+                for e in self.leases.iter().map_err(storage)? {
+                    let (k, v) = e.map_err(storage)?;
+                    let lease: Lease = dec(v.value())?;
+                    if lease.granted < before {
+                        expired.push((k.value(), lease.end));
                     }
                 }
-                for object in &stale {
-                    self.queue_gc(*object)?;
+                let mut collected = 0;
+                for (first, end) in expired {
+                    for id in first..end {
+                        if self.lease_used.remove(id).map_err(storage)?.is_none() {
+                            self.queue_gc(ObjectRef {
+                                id,
+                                ..ObjectRef::NONE
+                            })?;
+                            collected += 1;
+                        }
+                    }
+                    self.leases.remove(first).map_err(storage)?;
                 }
-                Ok(Outcome::Count(stale.len() as u64))
+                Ok(Outcome::Count(collected))
             }
             Change::GcDone { objects } => {
                 for id in objects {
@@ -877,7 +1053,7 @@ impl<'t> Tables<'t> {
         inode.ctime = now;
         inode.version = self.tick()?;
         self.put(inode)?;
-        self.pending.remove(object.id).map_err(storage)?;
+        self.mark_used(object.id)?;
         if old.id != object.id {
             self.queue_gc(old)?;
         }

@@ -46,11 +46,36 @@ async fn register(s: &MetaStore, n: u32) {
     }
 }
 
-async fn publish(s: &MetaStore, parent: u64, name: &str, size: u64) -> Inode {
-    let Outcome::Object { object, .. } = s.apply(Change::AllocObject { seed: 7 }).await.unwrap()
+/// Leases `count` object ids; returns them as objects placed by seed 7.
+async fn lease(s: &MetaStore, count: u64) -> Vec<ObjectRef> {
+    let Outcome::Lease {
+        first,
+        count: n,
+        width,
+        ..
+    } = s.apply(Change::LeaseObjects { count }).await.unwrap()
     else {
         panic!()
     };
+    assert_eq!(n, count);
+    (first..first + count)
+        .map(|id| ObjectRef { id, seed: 7, width })
+        .collect()
+}
+
+fn publish_change(parent: u64, name: &str, object: ObjectRef, size: u64) -> Change {
+    Change::Publish {
+        parent,
+        name: name.into(),
+        object,
+        size,
+        mode: 0o644,
+        mtime: 5,
+    }
+}
+
+async fn publish(s: &MetaStore, parent: u64, name: &str, size: u64) -> Inode {
+    let object = lease(s, 1).await[0];
     inode(
         s,
         Change::Publish {
@@ -137,7 +162,7 @@ async fn namespace_operations() {
     let g2 = publish(&s, ROOT_INO, "g", 10).await;
     assert_eq!(g2.ino, g.ino);
     assert_ne!(g2.object, g.object);
-    let gc = s.gc_list(10).await.unwrap();
+    let gc = s.gc_list(10, 0).await.unwrap();
     assert_eq!(
         gc.iter().map(|e| e.object).collect::<Vec<_>>(),
         vec![g.object]
@@ -150,7 +175,7 @@ async fn namespace_operations() {
     })
     .await
     .unwrap();
-    assert_eq!(s.gc_list(10).await.unwrap().len(), 2);
+    assert_eq!(s.gc_list(10, 0).await.unwrap().len(), 2);
     s.apply(Change::Rmdir {
         parent: a.ino,
         name: "b".into(),
@@ -220,27 +245,115 @@ async fn settings_are_fixed_at_creation() {
 }
 
 #[tokio::test]
-async fn alloc_needs_enough_datanodes() {
+async fn leases_need_enough_datanodes_and_each_id_is_published_once() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir);
     register(&s, 1).await;
     assert!(matches!(
-        s.apply(Change::AllocObject { seed: 1 }).await,
+        s.apply(Change::LeaseObjects { count: 3 }).await,
         Err(MetaError::Settings(_))
     ));
     register_more(&s).await;
-    let Outcome::Object { object, generation } =
-        s.apply(Change::AllocObject { seed: 1 }).await.unwrap()
+    for bad in [0, store::MAX_LEASE + 1] {
+        assert!(matches!(
+            s.apply(Change::LeaseObjects { count: bad }).await,
+            Err(MetaError::Invalid(_))
+        ));
+    }
+    let ids = lease(&s, 3).await;
+    assert_eq!(ids[0].width, 2);
+    let Outcome::Lease { generation, .. } =
+        s.apply(Change::LeaseObjects { count: 1 }).await.unwrap()
     else {
         panic!()
     };
-    assert_eq!(object.width, 2);
     assert!(generation > 1);
-    // An abandoned upload goes to GC.
-    s.apply(Change::Abandon { object: object.id })
+
+    // Published once; a second publish of the same id is refused.
+    inode(&s, publish_change(ROOT_INO, "a", ids[0], 1))
         .await
         .unwrap();
-    assert_eq!(s.gc_list(5).await.unwrap()[0].object, object);
+    let again = inode(&s, publish_change(ROOT_INO, "b", ids[0], 1)).await;
+    assert!(matches!(again, Err(MetaError::Conflict(_))), "{again:?}");
+    // An id nobody leased is refused.
+    let stranger = ObjectRef {
+        id: 1 << 40,
+        ..ids[0]
+    };
+    let r = inode(&s, publish_change(ROOT_INO, "c", stranger, 1)).await;
+    assert!(matches!(r, Err(MetaError::Conflict(_))), "{r:?}");
+    assert!(s.resolve(path("/c")).await.is_err(), "nothing was created");
+
+    // An abandoned upload goes to GC (by id).
+    s.apply(Change::Abandon { object: ids[1].id })
+        .await
+        .unwrap();
+    let gc: Vec<u64> = s
+        .gc_list(5, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.object.id)
+        .collect();
+    assert_eq!(gc, [ids[1].id]);
+    // Nothing is old enough for a grace of an hour.
+    assert!(s.gc_list(5, 3600 * 1_000_000_000).await.unwrap().is_empty());
+
+    // Expired leases: their unused ids go to GC (not the published or
+    // abandoned ones), and an upload on such an id can no longer publish.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let Outcome::Count(n) = s
+        .apply(Change::ReapLeases { ttl_ns: 1_000_000 })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(n, 2, "ids[2] and the lease of one");
+    let gc: Vec<u64> = s
+        .gc_list(10, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.object.id)
+        .collect();
+    assert!(gc.contains(&ids[2].id) && !gc.contains(&ids[0].id));
+    let late = inode(&s, publish_change(ROOT_INO, "late", ids[2], 1)).await;
+    assert!(matches!(late, Err(MetaError::Conflict(_))), "{late:?}");
+    assert_eq!(s.counts().await.unwrap().2, 0, "no leases left");
+    assert_eq!(s.resolve(path("/a")).await.unwrap().object, ids[0]);
+}
+
+#[tokio::test]
+async fn one_read_answers_a_create_and_a_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 2).await;
+    let d = inode(&s, mkdir(ROOT_INO, "d")).await.unwrap();
+    let f = publish(&s, d.ino, "f", 3).await;
+    let (parent, existing) = s.resolve_parent(path("/d/f")).await.unwrap();
+    assert_eq!((parent.ino, existing.map(|i| i.ino)), (d.ino, Some(f.ino)));
+    let (parent, existing) = s.resolve_parent(path("/d/new")).await.unwrap();
+    assert_eq!((parent.ino, existing), (d.ino, None));
+    assert!(matches!(
+        s.resolve_parent(path("/nope/x")).await,
+        Err(MetaError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.resolve_parent(path("/d/f/x")).await,
+        Err(MetaError::NotADirectory(_))
+    ));
+    assert!(
+        s.resolve_parent(vec![]).await.is_err(),
+        "the root has no parent"
+    );
+    let (dir_inode, entries) = s.list(path("/d")).await.unwrap();
+    assert_eq!(dir_inode.ino, d.ino);
+    let entries = entries.expect("a directory lists its entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].0.as_str(), entries[0].1.ino), ("f", f.ino));
+    let (file, none) = s.list(path("/d/f")).await.unwrap();
+    assert_eq!((file.ino, none), (f.ino, None));
 }
 
 async fn register_more(s: &MetaStore) {
