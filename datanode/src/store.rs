@@ -69,6 +69,8 @@ pub struct StoreStats {
     pub corrupt_reported: u64,
     /// Damaged transfers refused since start.
     pub damaged_puts: u64,
+    /// Durable commits since start (each holds every put waiting when it began).
+    pub commits: u64,
 }
 
 #[derive(Clone)]
@@ -80,6 +82,7 @@ pub struct BlockStore {
     corrupt_reads: Arc<AtomicU64>,
     corrupt_reported: Arc<AtomicU64>,
     damaged_puts: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
 }
 
 fn storage(e: impl std::fmt::Display) -> DatanodeError {
@@ -156,9 +159,13 @@ impl BlockStore {
         tx.commit().map_err(storage)?;
         let db = Arc::new(db);
         let wdb = db.clone();
-        let writer =
-            GroupCommit::spawn("datanode-commit", MAX_BATCH, move |jobs| commit(&wdb, jobs))
-                .map_err(storage)?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
+        let writer = GroupCommit::spawn("datanode-commit", MAX_BATCH, move |jobs| {
+            commit(&wdb, jobs);
+            counted.fetch_add(1, Ordering::Relaxed);
+        })
+        .map_err(storage)?;
         Ok(BlockStore {
             db,
             path,
@@ -167,6 +174,7 @@ impl BlockStore {
             corrupt_reads: Arc::default(),
             corrupt_reported: Arc::default(),
             damaged_puts: Arc::default(),
+            commits,
         })
     }
 
@@ -306,6 +314,7 @@ impl BlockStore {
             corrupt_reads: self.corrupt_reads.load(Ordering::Relaxed),
             corrupt_reported: self.corrupt_reported.load(Ordering::Relaxed),
             damaged_puts: self.damaged_puts.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
         })
     }
 }

@@ -21,6 +21,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub secret: Secret,
     pub meta_addr: String,
+    /// The meta store the cluster serves (its counters, for tests).
+    pub meta_store: tessera_meta::MetaStore,
     pub fs: Fs,
     transport: Transport,
     meta_stop: CancellationToken,
@@ -79,6 +81,7 @@ impl TestCluster {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind meta");
         let meta_addr = listener.local_addr().expect("addr").to_string();
         let meta_stop = CancellationToken::new();
+        let meta_store = store.clone();
         let meta_task = {
             let (s, stop) = (secret.clone(), meta_stop.clone());
             tokio::spawn(async move {
@@ -109,6 +112,7 @@ impl TestCluster {
             dir,
             secret,
             meta_addr,
+            meta_store,
             fs,
             transport,
             meta_stop,

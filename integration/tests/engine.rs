@@ -170,12 +170,12 @@ async fn gc_deletes_replaced_unlinked_and_abandoned_objects() {
         "an unfinished upload is never visible"
     );
     let live = 2 * 50_000u64.div_ceil(512);
-        // Done when meta's GC queue is empty and only the live file's blocks
+    // Done when meta's GC queue is empty and only the live file's blocks
     // remain (the gateway's id lease stays until it expires).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let t = total_blocks(&c, 3).await;
-                let (_, gc, _) = c.fs.meta().counts().await.unwrap();
+        let (_, gc, _) = c.fs.meta().counts().await.unwrap();
         if t == live && gc == 0 {
             break;
         }

@@ -247,3 +247,62 @@ async fn unreachable_replicas_give_503() {
     );
     c.shutdown().await;
 }
+
+/// What a small PUT, a listing and a GET cost: meta calls (counted by meta)
+/// and durable commits (counted by each datanode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_put_costs_two_meta_calls_and_one_commit_per_datanode() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    // No background work (GC passes, ring refreshes) during the count.
+    let options = tessera_gateway::FsOptions {
+        gc_interval: Duration::from_secs(3600),
+        ring_refresh: Duration::from_secs(3600),
+        ..tessera_integration::cluster::test_options()
+    };
+    let mut c = TestCluster::start_with(3, Settings::default(), options).await;
+    let h = Http::new(&c.webdav().await);
+    // The first upload takes this gateway's lease of object ids.
+    assert_eq!(
+        h.put("/warm", pseudo_random(1, 4096)).await.unwrap().status,
+        StatusCode::CREATED
+    );
+    let meta_calls = |c: &TestCluster| c.meta_store.counters().calls.load(Ordering::Relaxed);
+    async fn commits(c: &TestCluster) -> Vec<u64> {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(c.node(i).stats().await.unwrap().1.commits);
+        }
+        v
+    }
+    for i in 0..5 {
+        let (m0, d0) = (meta_calls(&c), commits(&c).await);
+        let body = pseudo_random(10 + i, 4096);
+        let path = format!("/small-{i}");
+        let r = h.put(&path, body.clone()).await.unwrap();
+        assert_eq!(r.status, StatusCode::CREATED);
+        let (m1, d1) = (meta_calls(&c), commits(&c).await);
+        assert!(m1 - m0 <= 2, "PUT {i}: {} meta calls", m1 - m0);
+        // 8 blocks, 2 copies each, spread over the 3 nodes: every node
+        // holds some, and commits them once.
+        let per_node: Vec<u64> = d0.iter().zip(&d1).map(|(a, b)| b - a).collect();
+        assert_eq!(per_node, [1, 1, 1], "PUT {i}: commits per datanode");
+        assert!(h.get(&path).await.unwrap().body == body);
+    }
+    let m0 = meta_calls(&c);
+    let list = h
+        .request("PROPFIND", "/", &[("Depth", "1")], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(list.status.as_u16(), 207);
+    assert!(list.text().contains("small-4"));
+    assert_eq!(
+        meta_calls(&c) - m0,
+        1,
+        "PROPFIND Depth 1 is one call to meta"
+    );
+    let m0 = meta_calls(&c);
+    assert_eq!(h.get("/small-0").await.unwrap().status, StatusCode::OK);
+    assert_eq!(meta_calls(&c) - m0, 1, "GET is one call to meta");
+    c.shutdown().await;
+}

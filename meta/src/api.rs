@@ -80,6 +80,9 @@ impl MetaService {
     /// Answers one request (no sockets involved).
     pub async fn handle_request(&self, req: MetaRequest) -> MetaResponse {
         let s = &self.store;
+        s.counters()
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(match req {
             MetaRequest::Resolve(path) => MetaReply::Inode(s.resolve(path).await?),
             MetaRequest::ResolveParent(path) => {

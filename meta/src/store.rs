@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
@@ -181,6 +182,16 @@ pub struct MetaStore {
     db: Arc<Database>,
     writer: Arc<GroupCommit<Job>>,
     settings: Settings,
+    counters: Arc<MetaCounters>,
+}
+
+/// What meta has done since it started (for tests, status and metrics).
+#[derive(Debug, Default)]
+pub struct MetaCounters {
+    /// Requests answered.
+    pub calls: AtomicU64,
+    /// Durable commits (each holds every change waiting when it began).
+    pub commits: AtomicU64,
 }
 
 fn storage(e: impl std::fmt::Display) -> MetaError {
@@ -297,8 +308,11 @@ impl MetaStore {
         tx.commit().map_err(storage)?;
         let db = Arc::new(db);
         let wdb = db.clone();
+        let counters = Arc::new(MetaCounters::default());
+        let commits = counters.clone();
         let writer = GroupCommit::spawn("meta-writer", MAX_BATCH, move |jobs| {
-            commit_batch(&wdb, jobs)
+            commit_batch(&wdb, jobs);
+            commits.commits.fetch_add(1, Ordering::Relaxed);
         })
         .map_err(storage)?;
         let writer = Arc::new(writer);
@@ -306,7 +320,12 @@ impl MetaStore {
             db,
             writer,
             settings,
+            counters,
         })
+    }
+
+    pub fn counters(&self) -> &MetaCounters {
+        &self.counters
     }
 
     pub fn settings(&self) -> Settings {

@@ -9,21 +9,131 @@ use dav_server::fs::{
     DavDirEntry, DavFile, DavFileSystem, DavMetaData, FsError, FsFuture, FsStream, OpenOptions,
     ReadDirMeta,
 };
+use std::sync::{Arc, Mutex};
+
 use futures::FutureExt;
 use tessera_gateway::placement::seed_for_path;
-use tessera_gateway::{Error, FileReader, Fs, ObjectWriter};
+use tessera_gateway::{Error, FileReader, Fs, ObjectWriter, split_path};
 use tessera_meta::{FileKind, Inode};
 
 use super::errors::to_dav_error;
 
+/// What one request will want from meta first, so that the first lookup
+/// of its path fetches it in the same round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Just the inode (GET, HEAD, DELETE, ...).
+    Inode,
+    /// The directory holding the path and what is there (PUT).
+    Parent,
+    /// The inode and, for a directory, its entries (PROPFIND, Depth 1).
+    Listing,
+}
+
+/// What this request has learnt about its path from meta. Only reads use
+/// it, and every change made through this request forgets it, so it is
+/// never staler than the request's own first look.
+#[derive(Default)]
+struct Seen {
+    path: String,
+    inode: Option<Inode>,
+    parent: Option<(Inode, String, Option<Inode>)>,
+    entries: Option<Vec<(String, Inode)>>,
+}
+
+/// dav-server's view of the file system, one per request (see
+/// [`DavFs::for_request`]): dav-server asks for a path's metadata and then
+/// opens or lists it, and this answers both from one call to meta.
 #[derive(Clone)]
 pub struct DavFs {
     fs: Fs,
+    prefetch: Prefetch,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl DavFs {
     pub fn new(fs: Fs) -> Self {
-        DavFs { fs }
+        Self::for_request(fs, Prefetch::Inode)
+    }
+
+    pub fn for_request(fs: Fs, prefetch: Prefetch) -> Self {
+        DavFs {
+            fs,
+            prefetch,
+            seen: Arc::default(),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets what was seen: the request is changing the namespace.
+    fn forget(&self) {
+        *self.seen() = Seen::default();
+    }
+
+    /// The inode at `p`, from what this request saw, else from meta (with
+    /// whatever this request will want next).
+    async fn inode_at(&self, p: &str) -> Result<Inode, Error> {
+        {
+            let seen = self.seen();
+            if seen.path == p {
+                if let Some(i) = &seen.inode {
+                    return Ok(i.clone());
+                }
+                if let Some((_, _, existing)) = &seen.parent {
+                    return existing
+                        .clone()
+                        .ok_or_else(|| Error::NotFound(p.to_string()));
+                }
+            }
+        }
+        let components = split_path(p)?;
+        let mut fresh = Seen {
+            path: p.to_string(),
+            ..Seen::default()
+        };
+        let result = match self.prefetch {
+            Prefetch::Parent if !components.is_empty() => {
+                let name = components.last().cloned().unwrap_or_default();
+                let (parent, existing) = self.fs.meta().resolve_parent(components).await?;
+                fresh.parent = Some((parent, name, existing.clone()));
+                existing.ok_or_else(|| Error::NotFound(p.to_string()))
+            }
+            Prefetch::Listing => {
+                let (inode, entries) = self.fs.meta().list(components).await?;
+                fresh.inode = Some(inode.clone());
+                fresh.entries = entries;
+                Ok(inode)
+            }
+            _ => {
+                let inode = self.fs.meta().resolve(components).await?;
+                fresh.inode = Some(inode.clone());
+                Ok(inode)
+            }
+        };
+        *self.seen() = fresh;
+        result
+    }
+
+    /// The directory holding `p`, its last name, and what is there now.
+    async fn parent_at(&self, p: &str) -> Result<(Inode, String, Option<Inode>), Error> {
+        {
+            let seen = self.seen();
+            if seen.path == p
+                && let Some(parent) = &seen.parent
+            {
+                return Ok(parent.clone());
+            }
+        }
+        let components = split_path(p)?;
+        let name = components
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::Invalid("the root has no parent".into()))?;
+        let (parent, existing) = self.fs.meta().resolve_parent(components).await?;
+        Ok((parent, name, existing))
     }
 }
 
@@ -218,7 +328,7 @@ impl DavFs {
     ) -> Result<Box<dyn DavFile>, Error> {
         let p = path_str(path)?;
         if !options.write && !options.append {
-            let inode = self.fs.resolve(&p).await?;
+            let inode = self.inode_at(&p).await?;
             if inode.is_dir() {
                 return Err(Error::IsADirectory(p));
             }
@@ -229,12 +339,8 @@ impl DavFs {
             }
             return Ok(Box::new(File::Read(self.fs.reader(inode))));
         }
-        let (parent, name) = self.fs.parent_of(&p).await?;
-        let existing = match self.fs.lookup(parent.ino, &name).await {
-            Ok(i) => Some(i),
-            Err(Error::NotFound(_)) => None,
-            Err(e) => return Err(e),
-        };
+        let (parent, name, existing) = self.parent_at(&p).await?;
+        self.forget();
         match &existing {
             Some(i) if i.is_dir() => return Err(Error::IsADirectory(p)),
             Some(_) if options.create_new => return Err(Error::Exists(p)),
@@ -270,6 +376,7 @@ impl DavFs {
     }
 
     async fn remove(&self, path: &DavPath, dir: bool) -> Result<(), Error> {
+        self.forget();
         let (parent, name) = self.fs.parent_of(&path_str(path)?).await?;
         if dir {
             self.fs.rmdir(parent.ino, &name).await
@@ -295,8 +402,22 @@ impl DavFileSystem for DavFs {
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
             let run = async {
-                let dir = self.fs.resolve(&path_str(path)?).await?;
-                self.fs.readdir(dir.ino).await
+                let p = path_str(path)?;
+                let listed = {
+                    let mut seen = self.seen();
+                    if seen.path == p {
+                        seen.entries.take()
+                    } else {
+                        None
+                    }
+                };
+                match listed {
+                    Some(entries) => Ok(entries),
+                    None => match self.fs.meta().list(split_path(&p)?).await? {
+                        (_, Some(entries)) => Ok(entries),
+                        (_, None) => Err(Error::NotADirectory(p)),
+                    },
+                }
             };
             let entries = run.await.map_err(to_dav_error)?;
             let items: Vec<Result<Box<dyn DavDirEntry>, FsError>> = entries
@@ -310,7 +431,7 @@ impl DavFileSystem for DavFs {
 
     fn metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
         async move {
-            let run = async { self.fs.resolve(&path_str(path)?).await };
+            let run = async { self.inode_at(&path_str(path)?).await };
             let inode = run.await.map_err(to_dav_error)?;
             Ok(Box::new(Meta(inode)) as Box<dyn DavMetaData>)
         }
@@ -319,6 +440,7 @@ impl DavFileSystem for DavFs {
 
     fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
+            self.forget();
             let run = async {
                 let (parent, name) = self.fs.parent_of(&path_str(path)?).await?;
                 self.fs.mkdir(parent.ino, &name, 0o755).await
@@ -338,6 +460,7 @@ impl DavFileSystem for DavFs {
 
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
+            self.forget();
             let run = async {
                 let (p1, n1) = self.fs.parent_of(&path_str(from)?).await?;
                 let (p2, n2) = self.fs.parent_of(&path_str(to)?).await?;
@@ -350,6 +473,7 @@ impl DavFileSystem for DavFs {
 
     fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
+            self.forget();
             let run = async {
                 let src = self.fs.resolve(&path_str(from)?).await?;
                 let dest = path_str(to)?;

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 
 use bytes::Bytes;
-use dav_server::DavHandler;
+use dav_server::{DavConfig, DavHandler};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -18,16 +18,30 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tessera_gateway::{Fs, split_path};
 use tokio::net::TcpListener;
 
-pub use davfs::DavFs;
+pub use davfs::{DavFs, Prefetch};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// The WebDAV handler over `fs`.
+/// The WebDAV handler over `fs`; each request gets its own [`DavFs`]
+/// (see [`serve_request`]).
 pub fn handler(fs: Fs) -> DavHandler {
     DavHandler::builder()
         .filesystem(Box::new(DavFs::new(fs)))
         .read_buf_size(1 << 20)
         .build_handler()
+}
+
+/// What a request will ask of meta first.
+fn prefetch_for(req: &Request<Incoming>) -> Prefetch {
+    let depth_one = req
+        .headers()
+        .get("depth")
+        .is_some_and(|d| d.as_bytes().trim_ascii() == b"1");
+    match req.method().as_str() {
+        "PUT" => Prefetch::Parent,
+        "PROPFIND" if depth_one => Prefetch::Listing,
+        _ => Prefetch::Inode,
+    }
 }
 
 fn text(status: StatusCode, msg: String) -> Response<Body> {
@@ -70,12 +84,16 @@ pub fn check_path(raw: &str) -> Result<(), String> {
     split_path(&path).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Answers one request.
-pub async fn serve_request(dav: &DavHandler, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request, through a [`DavFs`] of its own: what the request
+/// looks up first is fetched with what it will want next, so a PUT costs
+/// two calls to meta and a PROPFIND of depth 1 one.
+pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) -> Response<Body> {
     if let Err(msg) = check_path(req.uri().path()) {
         return text(StatusCode::BAD_REQUEST, format!("{msg}\n"));
     }
-    let (resp, err) = errors::with_error_slot(dav.handle(req)).await;
+    let own = DavFs::for_request(fs.clone(), prefetch_for(&req));
+    let config = DavConfig::new().filesystem(Box::new(own));
+    let (resp, err) = errors::with_error_slot(dav.handle_with(config, req)).await;
     if let Some(err) = err
         && let Some((status, msg)) = errors::refine(resp.status(), &err)
     {
@@ -87,7 +105,7 @@ pub async fn serve_request(dav: &DavHandler, req: Request<Incoming>) -> Response
 /// Serves WebDAV on `listener` until `shutdown` resolves, then lets open
 /// requests finish.
 pub async fn serve(listener: TcpListener, fs: Fs, shutdown: impl Future<Output = ()>) {
-    let dav = handler(fs);
+    let dav = handler(fs.clone());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -103,12 +121,12 @@ pub async fn serve(listener: TcpListener, fs: Fs, shutdown: impl Future<Output =
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let dav = dav.clone();
+        let (dav, fs) = (dav.clone(), fs.clone());
         let conn = hyper::server::conn::http1::Builder::new().serve_connection(
             TokioIo::new(stream),
             service_fn(move |req| {
-                let dav = dav.clone();
-                async move { Ok::<_, Infallible>(serve_request(&dav, req).await) }
+                let (dav, fs) = (dav.clone(), fs.clone());
+                async move { Ok::<_, Infallible>(serve_request(&dav, &fs, req).await) }
             }),
         );
         let conn = graceful.watch(conn);
