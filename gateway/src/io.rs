@@ -209,10 +209,11 @@ impl BlockIo {
         if n == 0 || object.is_none() {
             return Ok(vec![None; n]);
         }
-        let view = self.ring.get();
+        let mut view = self.ring.get();
         let r = view.settings.replicas.min(object.width);
         let q = view.settings.read_quorum.min(r);
         let mut states: Vec<ReadState> = (0..n).map(|_| ReadState::default()).collect();
+        let mut refreshed = false;
         loop {
             // Per slot and replica role, the blocks to ask for.
             let mut targets: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
@@ -236,7 +237,26 @@ impl BlockIo {
                 }
             }
             if targets.is_empty() {
-                break;
+                // Replicas that could not be reached may have moved (a
+                // restarted datanode listens on a new port): fetch the ring
+                // once and ask them again where they are now.
+                if refreshed || !states.iter().any(|s| s.unreachable != 0) {
+                    break;
+                }
+                refreshed = true;
+                let fresh = self.ring.refresh().await;
+                if Arc::ptr_eq(&fresh, &view) {
+                    break;
+                }
+                view = fresh;
+                let mut again = false;
+                for st in &mut states {
+                    again |= st.retry_unreachable(q, r);
+                }
+                if !again {
+                    break;
+                }
+                continue;
             }
             let mut damaged: Vec<(u32, Vec<u64>)> = Vec::new();
             fan_out(
@@ -292,6 +312,7 @@ impl BlockIo {
                         Err(e) => {
                             for &i in &items {
                                 states[i].failures.push(e.clone());
+                                states[i].unreachable |= 1 << k;
                             }
                         }
                     }

@@ -106,6 +106,8 @@ pub struct ReadState {
     pub tried: u64,
     /// The valid copy of the highest generation seen.
     pub best: Option<Block>,
+    /// Replica numbers whose datanode could not be reached, as bits.
+    pub unreachable: u64,
     /// What each replica `k` that answered said (inline: a read keeps one
     /// of these per block, and must not allocate per block).
     pub seen: SmallVec<[(u32, Seen); 3]>,
@@ -130,14 +132,15 @@ impl ReadState {
         self.answers >= q && self.best.is_some()
     }
 
-    /// A hole: Q answered, every one of the R replicas was asked, and every
-    /// answer was "missing". A single "missing" (say, from a node that lost
-    /// its disk) is never taken for a hole while another replica may hold
-    /// the block, and a corrupt copy is never taken for one.
+    /// A hole: every one of the R replicas answered, and every answer was
+    /// "missing". A single "missing" (say, from a node that lost its disk)
+    /// is never taken for a hole while another replica may hold the block,
+    /// whether that replica was not asked yet or could not be reached, and
+    /// a corrupt copy is never taken for one.
     pub fn is_hole(&self, q: u32, r: u32) -> bool {
-        self.answers >= q
+        self.answers >= q.max(r)
             && self.best.is_none()
-            && self.tried.count_ones() >= r
+            && self.seen.len() as u32 >= r
             && self.seen.iter().all(|(_, s)| *s == Seen::Missing)
     }
 
@@ -153,6 +156,18 @@ impl ReadState {
             .filter(|k| self.tried & (1 << k) == 0)
             .take(need as usize)
             .collect()
+    }
+
+    /// Whether the read of this block is still open after an unreachable
+    /// replica: asking it again at a new address may settle it.
+    pub fn retry_unreachable(&mut self, q: u32, r: u32) -> bool {
+        if self.unreachable == 0 || self.has_copy(q) || self.is_hole(q, r) {
+            return false;
+        }
+        self.tried &= !self.unreachable;
+        self.unreachable = 0;
+        self.done = false;
+        true
     }
 
     /// Replicas `k` that need the best copy written back: missing, corrupt
@@ -211,6 +226,15 @@ mod tests {
         st.answer(1, Seen::Missing, None);
         assert!(st.is_hole(1, 2) && !st.has_copy(1));
 
+        // Missing + unreachable: never a hole.
+        let mut st = ReadState {
+            tried: 0b11,
+            unreachable: 0b10,
+            ..Default::default()
+        };
+        st.answer(0, Seen::Missing, None);
+        assert!(!st.is_hole(1, 2) && !st.has_copy(1));
+
         // Missing + corrupt: never a hole, and no copy: the read fails.
         let mut st = ReadState {
             tried: 0b11,
@@ -235,6 +259,26 @@ mod tests {
         // A gone object is never repaired.
         st.answer(2, Seen::Gone, None);
         assert_eq!(st.stale_replicas(), [0]);
+
+        // An unreachable replica is asked again (at its new address) only
+        // while the block is still open.
+        let mut st = ReadState {
+            tried: 0b11,
+            unreachable: 0b01,
+            ..Default::default()
+        };
+        st.answer(1, Seen::Missing, None);
+        st.done = true;
+        assert!(st.retry_unreachable(1, 2));
+        assert_eq!((st.tried, st.unreachable, st.done), (0b10, 0, false));
+        assert_eq!(st.next_replicas(1, 2), [0]);
+        let mut settled = ReadState {
+            tried: 0b11,
+            unreachable: 0b10,
+            ..Default::default()
+        };
+        settled.answer(0, Seen::Valid(1), Some(block(1)));
+        assert!(!settled.retry_unreachable(1, 2));
     }
 
     #[test]

@@ -150,6 +150,11 @@ impl TestCluster {
         self.nodes[i].data.clone()
     }
 
+    /// The cluster's transport (its secret), for extra gateways.
+    pub fn transport(&self) -> Transport {
+        self.transport.clone()
+    }
+
     /// A direct client of datanode `i` (bypassing the gateway).
     pub fn node(&self, i: usize) -> DatanodeClient {
         DatanodeClient::new(&self.transport, &self.nodes[i].addr, Duration::from_secs(5))

@@ -6,13 +6,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The `tessera` binary next to the test executable, built first if absent.
+/// The `tessera` binary next to the test executable, brought up to date
+/// once per test process (a no-op when it is): a test run of one package
+/// alone would otherwise drive a binary built from older sources.
 pub fn binary() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/tessera
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("tessera");
-    if !bin.exists() {
+    BUILD.call_once(|| {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "-p", "tessera", "--bin", "tessera"]);
@@ -21,7 +24,7 @@ pub fn binary() -> PathBuf {
         }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "building the tessera binary failed");
-    }
+    });
     assert!(bin.exists(), "no tessera binary at {}", bin.display());
     bin
 }
