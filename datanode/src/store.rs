@@ -186,9 +186,11 @@ impl BlockStore {
     /// Verifies and durably stores `items`; one result per item, in order.
     pub async fn put(&self, items: Vec<PutItem>) -> Result<Vec<PutResult>, DatanodeError> {
         let n = items.len();
-        // Hash off the runtime, in parallel with other batches, before the
-        // commit thread sees anything; sort for the row merge meanwhile.
-        let (mut good, damaged) = tessera_rpc::blocking(move || {
+        // Hash off the runtime (in parallel with other batches; inline for a
+        // few blocks) before the commit thread sees anything; sort for the
+        // row merge meanwhile.
+        let bytes = items.iter().map(|i| i.block.data.len()).sum();
+        let (mut good, damaged) = tessera_rpc::compute(bytes, move || {
             let mut good = Vec::with_capacity(items.len());
             let mut damaged = Vec::new();
             for (pos, item) in items.into_iter().enumerate() {

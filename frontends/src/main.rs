@@ -161,6 +161,7 @@ fn shutdown_on_signals() -> CancellationToken {
 
 #[tokio::main]
 async fn main() {
+    tessera_rpc::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -301,7 +301,7 @@ impl Fs {
         }
         let len = data.len() as u64;
         let data = Bytes::copy_from_slice(data);
-        let blocks = tessera_rpc::blocking(move || {
+        let blocks = tessera_rpc::compute(data.len(), move || {
             spans
                 .iter()
                 .map(|s| {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tessera_datanode::wire::put_segment;
-use tessera_datanode::{Block, BlockKey, BlockWrite, GetResult, PutResult};
+use tessera_datanode::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult, PutResult};
 use tessera_meta::ObjectRef;
 
 use crate::error::{Error, Result};
@@ -95,7 +95,9 @@ impl BlockIo {
             return Ok(());
         }
         let o = *object;
-        let sets = Arc::new(tessera_rpc::blocking(move || replica_sets(&o, first, &blocks)).await);
+        let bytes = n * BLOCK_SIZE;
+        let sets =
+            Arc::new(tessera_rpc::compute(bytes, move || replica_sets(&o, first, &blocks)).await);
         let mut view = self.ring.get();
         let (r, w) = (
             view.settings.replicas.min(object.width),
@@ -271,8 +273,10 @@ impl BlockIo {
                     let (id, role) = (object.id, *k as u8);
                     async move {
                         let results = client.get(id, role, indices).await?;
-                        // The one SHA-256 check of the read path, off the runtime.
-                        Ok(tessera_rpc::blocking(move || {
+                        // The one SHA-256 check of the read path (off the
+                        // runtime unless it is a few blocks).
+                        let bytes = results.len() * BLOCK_SIZE;
+                        Ok(tessera_rpc::compute(bytes, move || {
                             results
                                 .into_iter()
                                 .map(|r| {

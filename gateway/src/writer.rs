@@ -111,7 +111,7 @@ impl ObjectWriter {
         self.next_index += chunk.len().div_ceil(BLOCK_SIZE) as u64;
         let (engine, object, generation) = (self.engine.clone(), self.object, self.generation);
         self.inflight.push_back(tokio::spawn(async move {
-            let blocks = tessera_rpc::blocking(move || {
+            let blocks = tessera_rpc::compute(chunk.len(), move || {
                 chunk
                     .chunks(BLOCK_SIZE)
                     .map(|c| Block::new(generation, chunk.slice_ref(c)))

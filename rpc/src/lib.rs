@@ -51,6 +51,24 @@ where
     }
 }
 
+/// Work on at most this many bytes (hashing a few blocks) runs inline:
+/// handing it to another thread costs more than doing it.
+pub const INLINE_WORK: usize = 64 << 10;
+
+/// Runs CPU work over `bytes` bytes (hashing, packing): inline when it is
+/// small (see [`INLINE_WORK`]), else off the runtime through [`blocking`].
+pub async fn compute<F, R>(bytes: usize, f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    if bytes <= INLINE_WORK {
+        f()
+    } else {
+        blocking(f).await
+    }
+}
+
 /// Keeps the allocator from handing large buffers (block batches of a few
 /// MiB) back to the kernel on every free: with glibc's defaults each one is
 /// a fresh `mmap`, and the kernel zeroes every page of it again, which cost
