@@ -613,14 +613,7 @@ impl<'t> Tables<'t> {
     }
 
     fn next(&mut self, counter: &'static str) -> Result<u64, MetaError> {
-        let v = self
-            .counters
-            .get(counter)
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(1);
-        self.counters.insert(counter, v + 1).map_err(storage)?;
-        Ok(v)
+        self.take(counter, 1)
     }
 
     /// Takes `n` consecutive values of a counter; returns the first.

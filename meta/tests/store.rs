@@ -76,19 +76,9 @@ fn publish_change(parent: u64, name: &str, object: ObjectRef, size: u64) -> Chan
 
 async fn publish(s: &MetaStore, parent: u64, name: &str, size: u64) -> Inode {
     let object = lease(s, 1).await[0];
-    inode(
-        s,
-        Change::Publish {
-            parent,
-            name: name.into(),
-            object,
-            size,
-            mode: 0o644,
-            mtime: 5,
-        },
-    )
-    .await
-    .unwrap()
+    inode(s, publish_change(parent, name, object, size))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

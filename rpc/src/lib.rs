@@ -81,6 +81,9 @@ pub fn tune_allocator() {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
             libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+            // Few arenas: memory freed by one thread is reused by the
+            // others instead of each thread's arena keeping its own.
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
