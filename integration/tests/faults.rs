@@ -260,7 +260,7 @@ async fn e_gateway_killed_mid_replace_keeps_the_old_file() {
 async fn f_datanode_killed_while_rewriting_extent_rows() {
     let mut c = ProcCluster::start(3, R2W2Q1);
     let http = Http::new(&c.gateway_addr());
-    let size = 4usize << 20;
+    let size = 8usize << 20;
     let mut model = pseudo_random(1, size);
     assert_eq!(
         http.put("/f.bin", model.clone()).await.unwrap().status,
@@ -269,8 +269,8 @@ async fn f_datanode_killed_while_rewriting_extent_rows() {
     for round in 0..6usize {
         let victim = round % 3;
         // Unaligned, across many rows (a row covers 168 KiB of the file).
-        let off = 1000 + round * 397_001;
-        let len = 1_000_000 + round * 7;
+        let off = 1000 + round * 797_001;
+        let len = 3_000_000 + round * 7;
         let patch = pseudo_random(100 + round as u64, len);
         let range = format!("bytes {off}-{}/*", off + len - 1);
         let put = {
@@ -281,7 +281,7 @@ async fn f_datanode_killed_while_rewriting_extent_rows() {
                     .unwrap()
             })
         };
-        tokio::time::sleep(Duration::from_millis(5 + 7 * round as u64)).await;
+        tokio::time::sleep(Duration::from_millis(2 + 3 * round as u64)).await;
         c.kill_datanode(victim);
         tokio::time::sleep(Duration::from_millis(200)).await;
         c.restart_datanode(victim);
@@ -297,6 +297,14 @@ async fn f_datanode_killed_while_rewriting_extent_rows() {
             "round {round}: acknowledged bytes differ"
         );
     }
+    // Some kill landed before its node acknowledged the rewrite: the write
+    // blocked until the node was back.
+    let gw = c.gateway.as_ref().unwrap();
+    assert!(
+        gw.log().contains("write blocked"),
+        "no kill landed in the middle of a rewrite:\n{}",
+        gw.log()
+    );
     // At R = W = 2 every block was acknowledged by both of its replicas:
     // with any one node down, the other copies alone give the whole file.
     for down in 0..3 {
