@@ -8,10 +8,14 @@
 //! - [`settings`]: validation of R, W, Q.
 //! - [`store`]: the redb file; reads run in `spawn_blocking`, every change goes
 //!   through one writer thread that group-commits concurrent changes.
+//! - [`change`]: the changes (the write half of the API) and their outcomes;
+//!   `apply` applies each inside the write transaction.
 //! - [`api`]: the request/response enums, the [`MetaService`] handler and the typed [`MetaClient`].
 //! - [`server`]: `run(config, listener, shutdown)` for the `tessera meta` process.
 
 pub mod api;
+mod apply;
+pub mod change;
 pub mod server;
 pub mod settings;
 pub mod store;

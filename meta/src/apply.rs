@@ -1,0 +1,634 @@
+//! How each [`Change`] is applied inside meta's write transaction: one
+//! function per change, each validating everything before it writes
+//! anything, so a change that fails leaves no trace while its neighbours in
+//! the batch commit.
+
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use crate::change::{Change, MAX_LEASE, Outcome};
+use crate::store::*;
+use crate::types::*;
+
+/// A range of object ids handed to a gateway (see [`crate::store::LEASES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Lease {
+    end: u64,
+    /// When it was granted, ns since the epoch, by meta's clock.
+    granted: i64,
+}
+
+pub(crate) struct Tables<'t> {
+    inodes: redb::Table<'t, u64, &'static [u8]>,
+    dirents: redb::Table<'t, (u64, &'static str), u64>,
+    ring: redb::Table<'t, u32, &'static [u8]>,
+    counters: redb::Table<'t, &'static str, u64>,
+    config: redb::Table<'t, &'static str, &'static [u8]>,
+    gc: redb::Table<'t, u64, &'static [u8]>,
+    leases: redb::Table<'t, u64, &'static [u8]>,
+    lease_used: redb::Table<'t, u64, ()>,
+}
+
+impl<'t> Tables<'t> {
+    pub(crate) fn open(tx: &'t redb::WriteTransaction) -> Result<Self, MetaError> {
+        Ok(Tables {
+            inodes: tx.open_table(INODES).map_err(storage)?,
+            dirents: tx.open_table(DIRENTS).map_err(storage)?,
+            ring: tx.open_table(RING).map_err(storage)?,
+            counters: tx.open_table(COUNTERS).map_err(storage)?,
+            config: tx.open_table(CONFIG).map_err(storage)?,
+            gc: tx.open_table(GC).map_err(storage)?,
+            leases: tx.open_table(LEASES).map_err(storage)?,
+            lease_used: tx.open_table(LEASE_USED).map_err(storage)?,
+        })
+    }
+
+    fn next(&mut self, counter: &'static str) -> Result<u64, MetaError> {
+        self.take(counter, 1)
+    }
+
+    /// Takes `n` consecutive values of a counter; returns the first.
+    fn take(&mut self, counter: &'static str, n: u64) -> Result<u64, MetaError> {
+        let v = self
+            .counters
+            .get(counter)
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        let end = v
+            .checked_add(n)
+            .ok_or_else(|| storage(format!("counter {counter} exhausted")))?;
+        self.counters.insert(counter, end).map_err(storage)?;
+        Ok(v)
+    }
+
+    /// Fails unless `id` is a leased object id not yet published or abandoned.
+    fn check_claim(&self, id: u64) -> Result<(), MetaError> {
+        let expired = || {
+            MetaError::Conflict(format!(
+                "upload of object {id} (its lease expired, or it was published already)"
+            ))
+        };
+        let lease = self
+            .leases
+            .range(..=id)
+            .map_err(storage)?
+            .next_back()
+            .transpose()
+            .map_err(storage)?
+            .map(|(_, v)| dec::<Lease>(v.value()))
+            .transpose()?;
+        match lease {
+            Some(l) if id < l.end => {}
+            _ => return Err(expired()),
+        }
+        if self.lease_used.get(id).map_err(storage)?.is_some() {
+            return Err(expired());
+        }
+        Ok(())
+    }
+
+    fn mark_used(&mut self, id: u64) -> Result<(), MetaError> {
+        self.lease_used.insert(id, ()).map_err(storage)?;
+        Ok(())
+    }
+
+    /// The cluster-wide version clock: every committed change takes a new value.
+    fn tick(&mut self) -> Result<u64, MetaError> {
+        Ok(self.next("clock")? + 1)
+    }
+
+    fn inode(&self, ino: u64) -> Result<Inode, MetaError> {
+        get_inode(&self.inodes, ino)
+    }
+
+    fn put(&mut self, inode: &Inode) -> Result<(), MetaError> {
+        self.inodes
+            .insert(inode.ino, enc(inode).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn entry(&self, parent: u64, name: &str) -> Result<Option<u64>, MetaError> {
+        Ok(self
+            .dirents
+            .get((parent, name))
+            .map_err(storage)?
+            .map(|v| v.value()))
+    }
+
+    fn dir(&self, ino: u64) -> Result<Inode, MetaError> {
+        let d = self.inode(ino)?;
+        if !d.is_dir() {
+            return Err(MetaError::NotADirectory(format!("inode {ino}")));
+        }
+        Ok(d)
+    }
+
+    fn is_empty_dir(&self, ino: u64) -> Result<bool, MetaError> {
+        let mut r = self.dirents.range((ino, "")..).map_err(storage)?;
+        Ok(match r.next() {
+            Some(e) => e.map_err(storage)?.0.value().0 != ino,
+            None => true,
+        })
+    }
+
+    /// Marks a directory changed (an entry came or went).
+    fn touch_dir(&mut self, ino: u64, now: i64, nlink_delta: i32) -> Result<(), MetaError> {
+        let mut d = self.inode(ino)?;
+        d.mtime = now;
+        d.ctime = now;
+        d.nlink = (d.nlink as i64 + nlink_delta as i64).max(1) as u32;
+        d.version = self.tick()?;
+        self.put(&d)
+    }
+
+    fn queue_gc(&mut self, object: ObjectRef) -> Result<(), MetaError> {
+        if object.is_none() {
+            return Ok(());
+        }
+        let entry = GcEntry {
+            object,
+            queued: now_ns(),
+        };
+        self.gc
+            .insert(object.id, enc(&entry).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Drops an inode that lost its last name.
+    fn drop_inode(&mut self, inode: &Inode) -> Result<(), MetaError> {
+        self.inodes.remove(inode.ino).map_err(storage)?;
+        self.queue_gc(inode.object)
+    }
+
+    pub(crate) fn apply(&mut self, change: Change) -> Result<Outcome, MetaError> {
+        let now = now_ns();
+        match change {
+            Change::Create {
+                parent,
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                target,
+                seed,
+                exclusive,
+            } => {
+                validate_name(&name)?;
+                self.dir(parent)?;
+                if let Some(existing) = self.entry(parent, &name)? {
+                    let existing = self.inode(existing)?;
+                    if exclusive || existing.kind != kind || kind != FileKind::File {
+                        return Err(MetaError::Exists(name));
+                    }
+                    return Ok(Outcome::Inode(existing));
+                }
+                if kind == FileKind::Symlink && target.is_none() {
+                    return Err(MetaError::Invalid("a symlink needs a target".into()));
+                }
+                let ino = self.next("next_ino")?;
+                let inode = Inode {
+                    ino,
+                    kind,
+                    mode: mode & 0o7777,
+                    uid,
+                    gid,
+                    size: target.as_ref().map(|t| t.len() as u64).unwrap_or(0),
+                    atime: now,
+                    mtime: now,
+                    ctime: now,
+                    nlink: if kind == FileKind::Dir { 2 } else { 1 },
+                    version: self.tick()?,
+                    object: ObjectRef {
+                        seed,
+                        ..ObjectRef::NONE
+                    },
+                    parent,
+                    target,
+                };
+                self.put(&inode)?;
+                self.dirents
+                    .insert((parent, name.as_str()), ino)
+                    .map_err(storage)?;
+                self.touch_dir(parent, now, if kind == FileKind::Dir { 1 } else { 0 })?;
+                Ok(Outcome::Inode(inode))
+            }
+            Change::Unlink { parent, name } => {
+                self.dir(parent)?;
+                let ino = self
+                    .entry(parent, &name)?
+                    .ok_or_else(|| MetaError::NotFound(name.clone()))?;
+                let mut inode = self.inode(ino)?;
+                if inode.is_dir() {
+                    return Err(MetaError::IsADirectory(name));
+                }
+                self.dirents
+                    .remove((parent, name.as_str()))
+                    .map_err(storage)?;
+                inode.nlink = inode.nlink.saturating_sub(1);
+                if inode.nlink == 0 {
+                    self.drop_inode(&inode)?;
+                } else {
+                    inode.ctime = now;
+                    inode.version = self.tick()?;
+                    self.put(&inode)?;
+                }
+                self.touch_dir(parent, now, 0)?;
+                Ok(Outcome::Done)
+            }
+            Change::Rmdir { parent, name } => {
+                self.dir(parent)?;
+                let ino = self
+                    .entry(parent, &name)?
+                    .ok_or_else(|| MetaError::NotFound(name.clone()))?;
+                let inode = self.inode(ino)?;
+                if !inode.is_dir() {
+                    return Err(MetaError::NotADirectory(name));
+                }
+                if !self.is_empty_dir(ino)? {
+                    return Err(MetaError::NotEmpty(name));
+                }
+                self.dirents
+                    .remove((parent, name.as_str()))
+                    .map_err(storage)?;
+                self.drop_inode(&inode)?;
+                self.touch_dir(parent, now, -1)?;
+                Ok(Outcome::Done)
+            }
+            Change::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                no_replace,
+            } => self.rename(parent, &name, new_parent, &new_name, no_replace, now),
+            Change::SetAttr { ino, attr } => {
+                let mut inode = self.inode(ino)?;
+                if let Some(m) = attr.mode {
+                    inode.mode = m & 0o7777;
+                }
+                if let Some(u) = attr.uid {
+                    inode.uid = u;
+                }
+                if let Some(g) = attr.gid {
+                    inode.gid = g;
+                }
+                if let Some(a) = attr.atime {
+                    inode.atime = a;
+                }
+                if let Some(m) = attr.mtime {
+                    inode.mtime = m;
+                }
+                inode.ctime = now;
+                inode.version = self.tick()?;
+                self.put(&inode)?;
+                Ok(Outcome::Inode(inode))
+            }
+            Change::Resize { ino, object, size } => {
+                let mut inode = self.inode(ino)?;
+                if inode.is_dir() {
+                    return Err(MetaError::IsADirectory(format!("inode {ino}")));
+                }
+                if inode.object.id != object {
+                    return Err(MetaError::Conflict(format!("inode {ino}")));
+                }
+                inode.size = size;
+                inode.mtime = now;
+                inode.ctime = now;
+                inode.version = self.tick()?;
+                self.put(&inode)?;
+                Ok(Outcome::Inode(inode))
+            }
+            Change::LeaseObjects { count } => {
+                if count == 0 || count > MAX_LEASE {
+                    return Err(MetaError::Invalid(format!(
+                        "a lease holds 1 to {MAX_LEASE} object ids, not {count}"
+                    )));
+                }
+                let width = self.ring.len().map_err(storage)? as u32;
+                let settings: Settings = match self.config.get("settings").map_err(storage)? {
+                    Some(v) => dec(v.value())?,
+                    None => Settings::default(),
+                };
+                if width < settings.replicas {
+                    return Err(MetaError::Settings(format!(
+                        "only {width} datanodes have joined; {} copies need at least {}",
+                        settings.replicas, settings.replicas
+                    )));
+                }
+                let first = self.take("next_object", count)?;
+                let lease = Lease {
+                    end: first + count,
+                    granted: now,
+                };
+                self.leases
+                    .insert(first, enc(&lease).as_slice())
+                    .map_err(storage)?;
+                Ok(Outcome::Lease {
+                    first,
+                    count,
+                    generation: self.tick()?,
+                    width,
+                })
+            }
+            Change::BeginWrite { ino } => {
+                self.inode(ino)?;
+                Ok(Outcome::Generation(self.tick()?))
+            }
+            Change::CommitWrite {
+                ino,
+                object,
+                end,
+                mtime,
+            } => {
+                let mut inode = self.inode(ino)?;
+                if inode.is_dir() {
+                    return Err(MetaError::IsADirectory(format!("inode {ino}")));
+                }
+                let adopt = inode.object.is_none() && !object.is_none();
+                if adopt {
+                    self.check_claim(object.id)?;
+                    inode.object = object;
+                    self.mark_used(object.id)?;
+                } else if inode.object.id != object.id {
+                    return Err(MetaError::Conflict(format!("inode {ino}")));
+                }
+                inode.size = inode.size.max(end);
+                inode.mtime = mtime;
+                inode.ctime = now;
+                inode.version = self.tick()?;
+                self.put(&inode)?;
+                Ok(Outcome::Inode(inode))
+            }
+            Change::SwapObject {
+                ino,
+                expect,
+                object,
+                size,
+                mtime,
+            } => {
+                let mut inode = self.inode(ino)?;
+                if inode.kind != FileKind::File {
+                    return Err(MetaError::IsADirectory(format!("inode {ino}")));
+                }
+                if inode.object.id != expect {
+                    return Err(MetaError::Conflict(format!("inode {ino}")));
+                }
+                self.check_claim(object.id)?;
+                self.swap_content(&mut inode, object, size, mtime, now)?;
+                Ok(Outcome::Inode(inode))
+            }
+            Change::Publish {
+                parent,
+                name,
+                object,
+                size,
+                mode,
+                mtime,
+            } => {
+                validate_name(&name)?;
+                self.dir(parent)?;
+                self.check_claim(object.id)?;
+                let inode = match self.entry(parent, &name)? {
+                    Some(ino) => {
+                        let mut inode = self.inode(ino)?;
+                        if inode.kind != FileKind::File {
+                            return Err(MetaError::IsADirectory(name));
+                        }
+                        self.swap_content(&mut inode, object, size, mtime, now)?;
+                        inode
+                    }
+                    None => {
+                        let inode = Inode {
+                            ino: self.next("next_ino")?,
+                            kind: FileKind::File,
+                            mode: mode & 0o7777,
+                            uid: 0,
+                            gid: 0,
+                            size,
+                            atime: now,
+                            mtime,
+                            ctime: now,
+                            nlink: 1,
+                            version: self.tick()?,
+                            object,
+                            parent,
+                            target: None,
+                        };
+                        self.put(&inode)?;
+                        self.dirents
+                            .insert((parent, name.as_str()), inode.ino)
+                            .map_err(storage)?;
+                        self.touch_dir(parent, now, 0)?;
+                        inode
+                    }
+                };
+                self.mark_used(object.id)?;
+                Ok(Outcome::Inode(inode))
+            }
+            Change::Abandon { object } => {
+                // An id whose lease is gone was collected with it; one
+                // already published is not this upload's to drop.
+                if self.check_claim(object).is_ok() {
+                    self.mark_used(object)?;
+                    self.queue_gc(ObjectRef {
+                        id: object,
+                        ..ObjectRef::NONE
+                    })?;
+                }
+                Ok(Outcome::Done)
+            }
+            Change::ReapLeases { ttl_ns } => {
+                let before = now.saturating_sub(ttl_ns.max(0));
+                let mut expired = Vec::new();
+                for e in self.leases.iter().map_err(storage)? {
+                    let (k, v) = e.map_err(storage)?;
+                    let lease: Lease = dec(v.value())?;
+                    if lease.granted < before {
+                        expired.push((k.value(), lease.end));
+                    }
+                }
+                let mut collected = 0;
+                for (first, end) in expired {
+                    for id in first..end {
+                        if self.lease_used.remove(id).map_err(storage)?.is_none() {
+                            self.queue_gc(ObjectRef {
+                                id,
+                                ..ObjectRef::NONE
+                            })?;
+                            collected += 1;
+                        }
+                    }
+                    self.leases.remove(first).map_err(storage)?;
+                }
+                Ok(Outcome::Count(collected))
+            }
+            Change::GcDone { objects } => {
+                for id in objects {
+                    self.gc.remove(id).map_err(storage)?;
+                }
+                Ok(Outcome::Done)
+            }
+            Change::Register {
+                node_id,
+                addr,
+                slot,
+            } => self.register(node_id, addr, slot),
+        }
+    }
+
+    /// Makes `object` the content of `inode`; the old object goes to GC.
+    fn swap_content(
+        &mut self,
+        inode: &mut Inode,
+        object: ObjectRef,
+        size: u64,
+        mtime: i64,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        let old = inode.object;
+        inode.object = object;
+        inode.size = size;
+        inode.mtime = mtime;
+        inode.ctime = now;
+        inode.version = self.tick()?;
+        self.put(inode)?;
+        self.mark_used(object.id)?;
+        if old.id != object.id {
+            self.queue_gc(old)?;
+        }
+        Ok(())
+    }
+
+    fn rename(
+        &mut self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+        now: i64,
+    ) -> Result<Outcome, MetaError> {
+        validate_name(new_name)?;
+        self.dir(parent)?;
+        self.dir(new_parent)?;
+        let ino = self
+            .entry(parent, name)?
+            .ok_or_else(|| MetaError::NotFound(name.to_string()))?;
+        let mut inode = self.inode(ino)?;
+        if parent == new_parent && name == new_name {
+            return Ok(Outcome::Inode(inode));
+        }
+        if inode.is_dir() {
+            // A directory may not move into its own subtree.
+            let mut cur = new_parent;
+            loop {
+                if cur == ino {
+                    return Err(MetaError::Invalid(format!(
+                        "cannot move directory {name:?} into itself"
+                    )));
+                }
+                if cur == ROOT_INO {
+                    break;
+                }
+                cur = self.inode(cur)?.parent;
+            }
+        }
+        let mut dir_delta_new = if inode.is_dir() { 1 } else { 0 };
+        if let Some(target) = self.entry(new_parent, new_name)? {
+            if target == ino {
+                return Ok(Outcome::Inode(inode));
+            }
+            if no_replace {
+                return Err(MetaError::Exists(new_name.to_string()));
+            }
+            let t = self.inode(target)?;
+            match (inode.is_dir(), t.is_dir()) {
+                (true, true) => {
+                    if !self.is_empty_dir(target)? {
+                        return Err(MetaError::NotEmpty(new_name.to_string()));
+                    }
+                    dir_delta_new = 0;
+                }
+                (false, true) => return Err(MetaError::IsADirectory(new_name.to_string())),
+                (true, false) => return Err(MetaError::NotADirectory(new_name.to_string())),
+                (false, false) => {}
+            }
+            let mut t = t;
+            t.nlink = t.nlink.saturating_sub(if t.is_dir() { 2 } else { 1 });
+            if t.nlink == 0 || t.is_dir() {
+                self.drop_inode(&t)?;
+            } else {
+                t.ctime = now;
+                t.version = self.tick()?;
+                self.put(&t)?;
+            }
+        }
+        self.dirents.remove((parent, name)).map_err(storage)?;
+        self.dirents
+            .insert((new_parent, new_name), ino)
+            .map_err(storage)?;
+        inode.parent = new_parent;
+        inode.ctime = now;
+        inode.version = self.tick()?;
+        self.put(&inode)?;
+        if parent == new_parent {
+            self.touch_dir(parent, now, 0)?;
+        } else {
+            self.touch_dir(parent, now, if inode.is_dir() { -1 } else { 0 })?;
+            self.touch_dir(new_parent, now, dir_delta_new)?;
+        }
+        Ok(Outcome::Inode(inode))
+    }
+
+    fn register(
+        &mut self,
+        node_id: String,
+        addr: String,
+        slot: Option<u32>,
+    ) -> Result<Outcome, MetaError> {
+        if node_id.is_empty() || addr.is_empty() {
+            return Err(MetaError::Invalid(
+                "a datanode needs an id and an address".into(),
+            ));
+        }
+        let mut slots = Vec::new();
+        for e in self.ring.iter().map_err(storage)? {
+            let (_, v) = e.map_err(storage)?;
+            slots.push(dec::<RingSlot>(v.value())?);
+        }
+        let held = slots.iter().find(|s| s.node_id == node_id).map(|s| s.slot);
+        let slot = match (held, slot) {
+            (Some(h), Some(want)) if h != want => {
+                return Err(MetaError::Invalid(format!(
+                    "datanode {node_id} already holds slot {h}; it cannot take slot {want}"
+                )));
+            }
+            (Some(h), _) => h,
+            (None, Some(want)) => {
+                if want as usize > slots.len() {
+                    return Err(MetaError::Invalid(format!(
+                        "slot {want} is past the end of the ring ({} slots); slots are taken in order",
+                        slots.len()
+                    )));
+                }
+                if let Some(old) = slots.iter().find(|s| s.slot == want) {
+                    tracing::warn!(slot = want, old = %old.node_id, new = %node_id, "datanode replaces the holder of its slot");
+                }
+                want
+            }
+            (None, None) => slots.len() as u32,
+        };
+        let record = RingSlot {
+            slot,
+            node_id,
+            addr,
+        };
+        self.ring
+            .insert(slot, enc(&record).as_slice())
+            .map_err(storage)?;
+        Ok(Outcome::Slot(slot))
+    }
+}

@@ -1,0 +1,123 @@
+//! The changes meta applies (the write half of its API) and what they
+//! produce. They travel on the wire inside `MetaRequest::Change`; gateways
+//! and datanodes use the typed methods of [`crate::MetaClient`] instead.
+
+use crate::types::*;
+
+/// Most object ids in one lease.
+pub const MAX_LEASE: u64 = 4096;
+
+/// A change to the namespace or the ring.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Change {
+    Create {
+        parent: u64,
+        name: String,
+        kind: FileKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        target: Option<String>,
+        /// Placement seed for the file's future content.
+        seed: u64,
+        /// Fail with `Exists` if the name is taken (else return what is there).
+        exclusive: bool,
+    },
+    Unlink {
+        parent: u64,
+        name: String,
+    },
+    Rmdir {
+        parent: u64,
+        name: String,
+    },
+    Rename {
+        parent: u64,
+        name: String,
+        new_parent: u64,
+        new_name: String,
+        no_replace: bool,
+    },
+    SetAttr {
+        ino: u64,
+        attr: SetAttr,
+    },
+    /// Sets the size of a file whose content is `object` (growing it: the new
+    /// bytes read as zeros).
+    Resize {
+        ino: u64,
+        object: u64,
+        size: u64,
+    },
+    /// Leases `count` fresh object ids (at most [`MAX_LEASE`]) to a gateway,
+    /// which places each new object itself: one durable commit for many
+    /// uploads. Returns the range, the generation their blocks are written
+    /// with, and the ring width to place them over.
+    LeaseObjects {
+        count: u64,
+    },
+    /// A generation for writing into `ino`'s current object.
+    BeginWrite {
+        ino: u64,
+    },
+    /// Records a write into the current object that ended at `end`.
+    /// The first write into a file without content adopts `object`.
+    CommitWrite {
+        ino: u64,
+        object: ObjectRef,
+        end: u64,
+        mtime: i64,
+    },
+    /// Replaces the content of `ino` with `object` if its content is still
+    /// `expect` (an object id); the old object goes to GC.
+    SwapObject {
+        ino: u64,
+        expect: u64,
+        object: ObjectRef,
+        size: u64,
+        mtime: i64,
+    },
+    /// Makes `object` (fully written) the content of `parent/name`, creating
+    /// the file or swapping out its old object, which goes to GC.
+    Publish {
+        parent: u64,
+        name: String,
+        object: ObjectRef,
+        size: u64,
+        mode: u32,
+        mtime: i64,
+    },
+    /// An upload that will never be published: its object goes to GC.
+    Abandon {
+        object: u64,
+    },
+    /// Moves the unused ids of leases granted more than `ttl_ns` ago (by
+    /// meta's clock) to GC and forgets those leases.
+    ReapLeases {
+        ttl_ns: i64,
+    },
+    GcDone {
+        objects: Vec<u64>,
+    },
+    Register {
+        node_id: String,
+        addr: String,
+        slot: Option<u32>,
+    },
+}
+
+/// What a change produced.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Outcome {
+    Inode(Inode),
+    Lease {
+        first: u64,
+        count: u64,
+        generation: u64,
+        width: u32,
+    },
+    Generation(u64),
+    Slot(u32),
+    Count(u64),
+    Done,
+}
