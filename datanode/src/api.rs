@@ -83,10 +83,8 @@ impl DatanodeService {
         }
         Ok(match req {
             DatanodeRequest::Put { roles } => {
-                let items = wire::parse_put(&payload, &roles).map_err(DatanodeError::Invalid)?;
-                if items.len() > MAX_BLOCKS_PER_CALL {
-                    return too_many(items.len());
-                }
+                let items = wire::parse_put(&payload, &roles, MAX_BLOCKS_PER_CALL)
+                    .map_err(DatanodeError::Invalid)?;
                 (DatanodeReply::Put(self.store.put(items).await?), vec![])
             }
             DatanodeRequest::Get { indices, .. } if indices.len() > MAX_BLOCKS_PER_CALL => {
@@ -100,6 +98,12 @@ impl DatanodeService {
                 let count = indices.len() as u32;
                 let (batch, _) = self.store.get_packed(object, role, indices).await?;
                 (DatanodeReply::Get { count }, batch)
+            }
+            DatanodeRequest::DeleteObjects(o) if o.len() > MAX_BLOCKS_PER_CALL => {
+                return Err(DatanodeError::Invalid(format!(
+                    "{} objects in one delete; at most {MAX_BLOCKS_PER_CALL}",
+                    o.len()
+                )));
             }
             DatanodeRequest::DeleteObjects(o) => (
                 DatanodeReply::Deleted(self.store.delete_objects(o).await?),

@@ -81,31 +81,71 @@ pub struct Record<'a> {
     pub data: &'a [u8],
 }
 
-/// Bytes needed to encode `records`.
-pub fn encoded_len<'a>(records: impl IntoIterator<Item = &'a Record<'a>>) -> usize {
-    records
-        .into_iter()
-        .fold(HEAD, |n, r| n + ENTRY + r.data.len())
+/// The length field of an entry that marks its slot's record as damaged:
+/// a rewrite of a row keeps what it cannot read as damaged, so it reads as
+/// `Corrupt` (to be repaired), never as a hole.
+const DAMAGED: u16 = u16::MAX;
+
+/// One entry to encode: a block, or a marker for a slot whose record was
+/// found damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    Block(Record<'a>),
+    Damaged(u16),
 }
 
-/// Encodes `records` (sorted by slot, each slot once, each at most
-/// [`BLOCK_SIZE`] bytes) as row `(object, group)` into `out`, which must be
-/// exactly [`encoded_len`] bytes long.
-pub fn encode_into(key: RowKey, records: &[Record<'_>], out: &mut [u8]) {
-    debug_assert_eq!(out.len(), encoded_len(records));
-    debug_assert!(records.windows(2).all(|w| w[0].slot < w[1].slot));
-    let count = records.len() as u16;
+impl Entry<'_> {
+    pub fn slot(&self) -> u16 {
+        match self {
+            Entry::Block(r) => r.slot,
+            Entry::Damaged(s) => *s,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        match self {
+            Entry::Block(r) => r.data,
+            Entry::Damaged(_) => &[],
+        }
+    }
+}
+
+/// Bytes needed to encode `entries`.
+pub fn encoded_len(entries: &[Entry<'_>]) -> usize {
+    entries.iter().fold(HEAD, |n, e| n + ENTRY + e.data().len())
+}
+
+/// Encodes `entries` (sorted by slot, each slot once, blocks of at most
+/// [`BLOCK_SIZE`] bytes) as row `key` into `out`, which must be exactly
+/// [`encoded_len`] bytes long.
+pub fn encode_into(key: RowKey, entries: &[Entry<'_>], out: &mut [u8]) {
+    debug_assert_eq!(out.len(), encoded_len(entries));
+    debug_assert!(entries.windows(2).all(|w| w[0].slot() < w[1].slot()));
+    let count = entries.len() as u16;
     out[0] = MAGIC;
     out[1] = ROW_VERSION;
     out[2..4].copy_from_slice(&count.to_le_bytes());
     out[4..6].copy_from_slice(&(!count).to_le_bytes());
     out[6..8].copy_from_slice(&[0, 0]);
-    let data_start = HEAD + records.len() * ENTRY;
+    let data_start = HEAD + entries.len() * ENTRY;
     let mut offset = 0usize;
-    for (i, r) in records.iter().enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
         let e = &mut out[HEAD + i * ENTRY..HEAD + (i + 1) * ENTRY];
+        let r = match entry {
+            Entry::Block(r) => *r,
+            Entry::Damaged(slot) => Record {
+                slot: *slot,
+                generation: 0,
+                sha256: &[0; 32],
+                data: &[],
+            },
+        };
+        let len = match entry {
+            Entry::Block(r) => r.data.len() as u16,
+            Entry::Damaged(_) => DAMAGED,
+        };
         e[0..2].copy_from_slice(&r.slot.to_le_bytes());
-        e[2..4].copy_from_slice(&(r.data.len() as u16).to_le_bytes());
+        e[2..4].copy_from_slice(&len.to_le_bytes());
         e[4..8].copy_from_slice(&(offset as u32).to_le_bytes());
         e[8..16].copy_from_slice(&r.generation.to_le_bytes());
         e[16..48].copy_from_slice(r.sha256);
@@ -117,10 +157,10 @@ pub fn encode_into(key: RowKey, records: &[Record<'_>], out: &mut [u8]) {
     }
 }
 
-/// Encodes `records` as row `key` into a new buffer.
-pub fn encode(key: RowKey, records: &[Record<'_>]) -> Vec<u8> {
-    let mut out = vec![0u8; encoded_len(records)];
-    encode_into(key, records, &mut out);
+/// Encodes `entries` as row `key` into a new buffer.
+pub fn encode(key: RowKey, entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut out = vec![0u8; encoded_len(entries)];
+    encode_into(key, entries, &mut out);
     out
 }
 
@@ -193,7 +233,23 @@ impl<'a> Row<'a> {
             let len = u16::from_le_bytes([e[2], e[3]]) as usize;
             let offset = u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize;
             let check = u64::from_le_bytes(e[48..56].try_into().expect("8 bytes"));
-            let ok = check == entry_check(key, &e[..48])
+            let checked = check == entry_check(key, &e[..48]);
+            if checked
+                && len == DAMAGED as usize
+                && (slot as u64) < GROUP_BLOCKS
+                && prev.is_none_or(|p| p < slot)
+            {
+                // A record found damaged by an earlier rewrite.
+                row.suspect.insert(slot);
+                row.damaged += 1;
+                if damage_since_prev {
+                    row.mark_suspect(prev, slot);
+                    damage_since_prev = false;
+                }
+                prev = Some(slot);
+                continue;
+            }
+            let ok = checked
                 && (slot as u64) < GROUP_BLOCKS
                 && len <= BLOCK_SIZE
                 && offset.checked_add(len).is_some_and(|end| end <= data_len)
@@ -270,6 +326,17 @@ impl<'a> Row<'a> {
         self.valid
     }
 
+    /// Whether the row's head is damaged (no slot of it can be trusted).
+    pub fn is_unreadable(&self) -> bool {
+        self.unreadable
+    }
+
+    /// Slots that read as `Corrupt`: damaged records, marked or suspected
+    /// (every slot, for a row whose head is damaged).
+    pub fn damaged_slots(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..GROUP_BLOCKS as u16).filter(|&s| self.get(s) == Lookup::Corrupt)
+    }
+
     /// Damaged entries (or 1 if the head itself is damaged).
     pub fn damaged(&self) -> usize {
         if self.unreadable { 1 } else { self.damaged }
@@ -316,13 +383,15 @@ mod tests {
         }
     }
 
-    fn records(v: &[Owned]) -> Vec<Record<'_>> {
+    fn records(v: &[Owned]) -> Vec<Entry<'_>> {
         v.iter()
-            .map(|o| Record {
-                slot: o.slot,
-                generation: o.generation,
-                sha256: &o.sha,
-                data: &o.data,
+            .map(|o| {
+                Entry::Block(Record {
+                    slot: o.slot,
+                    generation: o.generation,
+                    sha256: &o.sha,
+                    data: &o.data,
+                })
             })
             .collect()
     }
@@ -414,6 +483,27 @@ mod tests {
             assert_eq!(row.get(4), Lookup::Corrupt, "byte {byte}");
             assert_eq!(row.get(6), Lookup::Missing, "byte {byte}");
         }
+    }
+
+    #[test]
+    fn damaged_markers_read_as_corrupt_for_exactly_their_slot() {
+        let v = sample();
+        let mut entries = records(&v);
+        entries.insert(2, Entry::Damaged(4));
+        let raw = encode(KEY, &entries);
+        let row = Row::parse(KEY, &raw);
+        assert_eq!(row.get(4), Lookup::Corrupt);
+        assert!(matches!(row.get(3), Lookup::Found(_)));
+        assert!(matches!(row.get(5), Lookup::Found(_)));
+        assert_eq!(row.get(6), Lookup::Missing);
+        assert_eq!(row.damaged_slots().collect::<Vec<_>>(), [4]);
+        assert_eq!(row.valid(), 4);
+        // A damaged head: every slot is damaged, none a hole.
+        let mut bad = raw.clone();
+        bad[0] ^= 1;
+        let row = Row::parse(KEY, &bad);
+        assert!(row.is_unreadable());
+        assert_eq!(row.damaged_slots().count(), GROUP_BLOCKS as usize);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::DatanodeError;
 use crate::block::*;
-use crate::extent::{self, GROUP_BLOCKS, Lookup, Record, Row, RowKey};
+use crate::extent::{self, Entry, GROUP_BLOCKS, Lookup, Record, Row, RowKey};
 use crate::wire::{GetBatchBuilder, PutItem};
 
 /// `(object, role, group) -> extent row` (see [`crate::extent`]).
@@ -380,75 +380,95 @@ fn getrandom_fill(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the OS random source is available");
 }
 
-/// Merges `items` (sorted, all in row `key`) into that row,
-/// never lowering a block's generation. Returns each item's result and the
-/// change in the number of records held.
+/// Merges `items` (sorted, all in row `key`) into that row, never lowering
+/// a readable block's generation. Returns each item's result and the change
+/// in the number of records held.
+///
+/// What the old row holds but cannot vouch for (a damaged entry, a damaged
+/// head, a page redb cannot read) is carried into the new row as damaged,
+/// so it goes on reading as `Corrupt` (and gets repaired) instead of
+/// turning into a hole. A damaged record's generation is unknown: a write
+/// of any generation replaces it.
 fn merge_row(
     table: &mut redb::Table<(u64, u8, u64), &'static [u8]>,
     key: RowKey,
     items: &[(usize, PutItem)],
     results: &mut Vec<(usize, PutResult)>,
 ) -> Result<i64, DatanodeError> {
-    let (object, group) = (key.object, key.group);
-    let k = (object, key.role, group);
-    let old: Option<Vec<u8>> = table.get(k).map_err(storage)?.map(|g| g.value().to_vec());
+    let k = (key.object, key.role, key.group);
+    let (old, page_unreadable) = match table.get(k) {
+        Ok(g) => (g.map(|g| g.value().to_vec()), false),
+        Err(e) => {
+            tracing::warn!(object = key.object, group = key.group, error = %e, "unreadable extent row; rewriting it");
+            (None, true)
+        }
+    };
     let old_row = old.as_deref().map(|raw| Row::parse(key, raw));
-    let (old_valid, damaged) = old_row
-        .as_ref()
-        .map_or((0, 0), |r| (r.valid(), r.damaged()));
-    if damaged > 0 {
-        tracing::warn!(
-            object,
-            group,
-            damaged,
-            "rewriting an extent row with damaged records; they are dropped and read as missing"
-        );
+    let old_valid = old_row.as_ref().map_or(0, |r| r.valid());
+    /// What each slot of the new row holds.
+    #[derive(Clone, Copy)]
+    enum Plan<'a> {
+        Empty,
+        Damaged,
+        Held(Record<'a>),
     }
-    let mut merged: Vec<Record<'_>> = Vec::with_capacity(old_valid + items.len());
-    let mut olds = old_row.iter().flat_map(|r| r.records()).peekable();
-    let mut news = items.iter().peekable();
-    loop {
-        let next_old = olds.peek().map(|r| r.slot);
-        let next_new = news.peek().map(|(_, i)| (i.index % GROUP_BLOCKS) as u16);
-        match (next_old, next_new) {
-            (None, None) => break,
-            (Some(o), n) if n.is_none_or(|n| o < n) => merged.push(olds.next().expect("peeked")),
-            (o, Some(n)) => {
-                let (pos, item) = news.next().expect("peeked");
-                let new = Record {
-                    slot: n,
-                    generation: item.block.generation,
-                    sha256: &item.block.sha256,
-                    data: &item.block.data,
-                };
-                // What this slot holds so far: the old record, or an earlier
-                // item of this batch for the same block.
-                let held = if o == Some(n) {
-                    olds.next()
-                } else {
-                    merged.last().copied().filter(|r| r.slot == n)
-                };
-                if held.is_some() && merged.last().is_some_and(|r| r.slot == n) {
-                    merged.pop();
-                }
-                match held {
-                    Some(h) if h.generation > new.generation => {
-                        merged.push(h);
-                        results.push((*pos, PutResult::Newer(h.generation)));
-                    }
-                    _ => {
-                        merged.push(new);
-                        results.push((*pos, PutResult::Stored));
-                    }
-                }
-            }
-            (Some(_), None) => unreachable!("covered by the first arm"),
+    let mut plan = vec![Plan::Empty; GROUP_BLOCKS as usize];
+    if page_unreadable || old_row.as_ref().is_some_and(|r| r.is_unreadable()) {
+        plan.fill(Plan::Damaged);
+    }
+    if let Some(row) = &old_row {
+        for r in row.records() {
+            plan[r.slot as usize] = Plan::Held(r);
+        }
+        let mut damaged = 0;
+        for s in row.damaged_slots() {
+            plan[s as usize] = Plan::Damaged;
+            damaged += 1;
+        }
+        if damaged > 0 && !row.is_unreadable() {
+            tracing::warn!(
+                object = key.object,
+                group = key.group,
+                damaged,
+                "rewriting an extent row with damaged records; they stay marked damaged"
+            );
         }
     }
-    let len = extent::encoded_len(&merged);
+    for (pos, item) in items {
+        let slot = (item.index % GROUP_BLOCKS) as usize;
+        let new = Record {
+            slot: slot as u16,
+            generation: item.block.generation,
+            sha256: &item.block.sha256,
+            data: &item.block.data,
+        };
+        match plan[slot] {
+            Plan::Held(h) if h.generation > new.generation => {
+                results.push((*pos, PutResult::Newer(h.generation)));
+            }
+            _ => {
+                plan[slot] = Plan::Held(new);
+                results.push((*pos, PutResult::Stored));
+            }
+        }
+    }
+    let entries: Vec<Entry<'_>> = plan
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, p)| match p {
+            Plan::Empty => None,
+            Plan::Damaged => Some(Entry::Damaged(slot as u16)),
+            Plan::Held(r) => Some(Entry::Block(*r)),
+        })
+        .collect();
+    let held = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Block(_)))
+        .count();
+    let len = extent::encoded_len(&entries);
     let mut guard = table.insert_reserve(k, len).map_err(storage)?;
-    extent::encode_into(key, &merged, guard.as_mut());
-    Ok(merged.len() as i64 - old_valid as i64)
+    extent::encode_into(key, &entries, guard.as_mut());
+    Ok(held as i64 - old_valid as i64)
 }
 
 /// Applies a batch of jobs in one durable transaction, then answers each.

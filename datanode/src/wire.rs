@@ -59,8 +59,9 @@ where
 }
 
 /// Decodes a put payload: every segment in it, in order, segment `n` held
-/// in role `roles[n]`.
-pub fn parse_put(payload: &Bytes, roles: &[u8]) -> Result<Vec<PutItem>, String> {
+/// in role `roles[n]`; more than `max` blocks in all are refused before
+/// they are decoded.
+pub fn parse_put(payload: &Bytes, roles: &[u8], max: usize) -> Result<Vec<PutItem>, String> {
     let mut out = Vec::new();
     let mut rest = payload.clone();
     let mut roles = roles.iter();
@@ -71,6 +72,9 @@ pub fn parse_put(payload: &Bytes, roles: &[u8]) -> Result<Vec<PutItem>, String> 
         }
         let object = rest.get_u64_le();
         let count = rest.get_u32_le() as usize;
+        if out.len().saturating_add(count) > max {
+            return Err(format!("more than {max} blocks in one put"));
+        }
         let table_len = count
             .checked_mul(PUT_ENTRY)
             .filter(|&n| n <= rest.remaining())
@@ -114,9 +118,11 @@ pub struct GetBatchBuilder {
 
 impl GetBatchBuilder {
     pub fn with_capacity(results: usize) -> Self {
+        // The data grows as blocks are found: a request naming many blocks
+        // of an object this node lacks costs it no large buffer.
         GetBatchBuilder {
             table: Vec::with_capacity(results * GET_ENTRY),
-            data: Vec::with_capacity(results * BLOCK_SIZE),
+            data: Vec::with_capacity((results * BLOCK_SIZE).min(1 << 20)),
             count: 0,
         }
     }
@@ -223,7 +229,7 @@ mod tests {
         let a = put_segment(7, [(0, &blocks[0]), (5, &blocks[1])]);
         let b = put_segment(8, [(u64::MAX, &blocks[2])]);
         let payload = join(vec![a.clone(), b]);
-        let items = parse_put(&payload, &[1, 0]).unwrap();
+        let items = parse_put(&payload, &[1, 0], 100).unwrap();
         let want = [
             (7, 1, 0, &blocks[0]),
             (7, 1, 5, &blocks[1]),
@@ -236,26 +242,30 @@ mod tests {
                 (o, r, i, b)
             );
         }
-        assert!(parse_put(&Bytes::new(), &[]).unwrap().is_empty());
+        assert!(parse_put(&Bytes::new(), &[], 100).unwrap().is_empty());
+        assert!(parse_put(&payload, &[1, 0], 2).is_err(), "over the limit");
         assert!(
-            parse_put(&payload, &[1]).is_err(),
+            parse_put(&payload, &[1], 100).is_err(),
             "a segment without a role"
         );
         assert!(
-            parse_put(&payload, &[1, 0, 0]).is_err(),
+            parse_put(&payload, &[1, 0, 0], 100).is_err(),
             "a role without a segment"
         );
         for cut in [1, 11, 13, PUT_HEAD + PUT_ENTRY, a.len() - 1] {
-            assert!(parse_put(&a.slice(..cut), &[0]).is_err(), "cut at {cut}");
+            assert!(
+                parse_put(&a.slice(..cut), &[0], 100).is_err(),
+                "cut at {cut}"
+            );
         }
         // A block longer than 512 bytes, and a count that overflows.
         let mut long = a.to_vec();
         long[PUT_HEAD + 48..PUT_HEAD + 50].copy_from_slice(&600u16.to_le_bytes());
         long.extend_from_slice(&[0; 600]);
-        assert!(parse_put(&Bytes::from(long), &[0]).is_err());
+        assert!(parse_put(&Bytes::from(long), &[0], 100).is_err());
         let mut huge = a.to_vec();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(parse_put(&Bytes::from(huge), &[0]).is_err());
+        assert!(parse_put(&Bytes::from(huge), &[0], 100).is_err());
     }
 
     #[test]

@@ -195,9 +195,24 @@ async fn corruption_on_disk_is_never_served_as_good() {
     }
     assert_eq!(got[1], GetResult::Corrupt);
     assert_eq!(got[2], found(1, b"third"));
+    // Rewriting the row (a write to its neighbour) keeps the damaged entry
+    // damaged: it must not turn into a hole.
+    assert_eq!(
+        s.put(vec![w(7, 2, 2, b"third, again")]).await.unwrap(),
+        vec![PutResult::Stored]
+    );
+    let got = s.get(7, 0, vec![1, 2, 3]).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            GetResult::Corrupt,
+            found(2, b"third, again"),
+            GetResult::Missing
+        ]
+    );
     s.report_corrupt(7, &[0]);
     let st = s.stats().await.unwrap();
-    assert_eq!((st.corrupt_reads, st.corrupt_reported), (1, 1));
+    assert_eq!((st.corrupt_reads, st.corrupt_reported), (2, 1));
     // A repair (same generation, good bytes) replaces both.
     let r = s
         .put(vec![w(7, 0, 1, &pattern[..512]), w(7, 1, 1, &other)])
@@ -210,7 +225,7 @@ async fn corruption_on_disk_is_never_served_as_good() {
         vec![
             found(1, &pattern[..512]),
             found(1, &other),
-            found(1, b"third")
+            found(2, b"third, again")
         ]
     );
 }

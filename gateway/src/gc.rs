@@ -38,7 +38,16 @@ pub async fn once(engine: &EngineRef) -> Result<u64> {
     if due.is_empty() {
         return Ok(0);
     }
-    let view = engine.io.ring.get();
+    // Every datanode of the ring must delete them: a slot this gateway does
+    // not know yet (or an empty one) would keep the blocks forever.
+    let view = engine.io.ring.refresh().await;
+    if view.nodes.is_empty() || view.nodes.iter().any(Option::is_none) {
+        tracing::info!(
+            objects = due.len(),
+            "gc waits for a complete view of the ring"
+        );
+        return Ok(0);
+    }
     let calls = view.nodes.iter().flatten().map(|c| {
         let due = due.clone();
         async move {

@@ -338,7 +338,7 @@ impl BlockIo {
             }
             if !st.has_copy(q) && !st.is_hole(q, r) {
                 Stats::add(&self.stats.read_failures, 1);
-                if st.answers < q {
+                if st.answers + st.corrupt < q {
                     return Err(Error::Unavailable {
                         what: format!("reading object {} block {index}", object.id),
                         failure: QuorumFailure {
@@ -351,7 +351,10 @@ impl BlockIo {
                 return Err(Error::Corrupt {
                     object: object.id,
                     index,
-                    detail: format!("{} replicas answered, none with a valid copy", st.answers),
+                    detail: format!(
+                        "{} replicas answered, none with a valid copy",
+                        st.answers + st.corrupt
+                    ),
                 });
             }
             for k in st.stale_replicas() {

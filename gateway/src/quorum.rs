@@ -100,8 +100,13 @@ pub enum Seen {
 /// The answers gathered for one block of a read.
 #[derive(Debug, Default)]
 pub struct ReadState {
-    /// Replicas that answered (a damaged transfer is not an answer).
+    /// Replicas whose answer counts toward Q: a valid copy, "missing" or
+    /// "gone". A corrupt copy does not: its generation is unknown, so it may
+    /// have been the newest, and W + Q > R only holds over answers that say
+    /// what the replica has.
     pub answers: u32,
+    /// Replicas that answered with a corrupt copy.
+    pub corrupt: u32,
     /// Replica numbers asked, as bits.
     pub tried: u64,
     /// The valid copy of the highest generation seen.
@@ -118,7 +123,11 @@ pub struct ReadState {
 impl ReadState {
     /// Records replica `k`'s answer, keeping the highest valid generation.
     pub fn answer(&mut self, k: u32, seen: Seen, block: Option<Block>) {
-        self.answers += 1;
+        if seen == Seen::Corrupt {
+            self.corrupt += 1;
+        } else {
+            self.answers += 1;
+        }
         if let (Seen::Valid(g), Some(b)) = (seen, block)
             && self.best.as_ref().is_none_or(|cur| cur.generation < g)
         {
@@ -138,7 +147,8 @@ impl ReadState {
     /// whether that replica was not asked yet or could not be reached, and
     /// a corrupt copy is never taken for one.
     pub fn is_hole(&self, q: u32, r: u32) -> bool {
-        self.answers >= q.max(r)
+        self.corrupt == 0
+            && self.answers >= q.max(r)
             && self.best.is_none()
             && self.seen.len() as u32 >= r
             && self.seen.iter().all(|(_, s)| *s == Seen::Missing)
@@ -234,6 +244,23 @@ mod tests {
         };
         st.answer(0, Seen::Missing, None);
         assert!(!st.is_hole(1, 2) && !st.has_copy(1));
+
+        // A corrupt copy does not count toward Q: with Q=2, a stale valid
+        // copy and a corrupt one make the read ask the third replica, which
+        // may hold the newest.
+        let mut st = ReadState {
+            tried: 0b11,
+            ..Default::default()
+        };
+        st.answer(0, Seen::Valid(5), Some(block(5)));
+        st.answer(1, Seen::Corrupt, None);
+        assert!(!st.has_copy(2));
+        assert_eq!(st.next_replicas(2, 3), [2]);
+        st.tried |= 0b100;
+        st.answer(2, Seen::Valid(9), Some(block(9)));
+        assert!(st.has_copy(2));
+        assert_eq!(st.best.as_ref().map(|b| b.generation), Some(9));
+        assert_eq!(st.stale_replicas(), [0, 1]);
 
         // Missing + corrupt: never a hole, and no copy: the read fails.
         let mut st = ReadState {

@@ -37,6 +37,9 @@ pub struct ObjectWriter {
     size: u64,
     inflight: VecDeque<JoinHandle<Result<()>>>,
     done: bool,
+    /// A chunk failed: the object has a gap, so nothing more may be written
+    /// to it or published.
+    failed: bool,
 }
 
 impl std::fmt::Debug for ObjectWriter {
@@ -66,6 +69,7 @@ impl ObjectWriter {
             size: 0,
             inflight: VecDeque::new(),
             done: false,
+            failed: false,
         })
     }
 
@@ -87,6 +91,9 @@ impl ObjectWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
         if self.done {
             return Err(Error::Internal("write after finish".into()));
+        }
+        if self.failed {
+            return Err(Error::Internal("write after a failed write".into()));
         }
         if self.size + data.len() as u64 > crate::stripe::MAX_FILE_SIZE {
             return Err(Error::Invalid(format!(
@@ -125,8 +132,14 @@ impl ObjectWriter {
 
     async fn wait_one(&mut self) -> Result<()> {
         if let Some(h) = self.inflight.pop_front() {
-            h.await
-                .map_err(|e| Error::Internal(format!("write task failed: {e}")))??;
+            let result = match h.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Internal(format!("write task failed: {e}"))),
+            };
+            if result.is_err() {
+                self.failed = true;
+            }
+            result?;
         }
         Ok(())
     }
@@ -135,6 +148,9 @@ impl ObjectWriter {
     /// With `expected`, a size mismatch (a short or long body) abandons the
     /// upload instead, leaving the old content in place.
     pub async fn finish(mut self, expected: Option<u64>) -> Result<Inode> {
+        if self.failed {
+            return Err(Error::Internal("finish after a failed write".into()));
+        }
         if let Some(e) = expected
             && e != self.size
         {
