@@ -306,3 +306,43 @@ async fn a_small_put_costs_two_meta_calls_and_one_commit_per_datanode() {
     assert_eq!(meta_calls(&c) - m0, 1, "GET is one call to meta");
     c.shutdown().await;
 }
+
+/// Deleting the root is refused before anything is touched (it used to
+/// delete every member first, then answer 403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_of_the_root_is_refused_and_changes_nothing() {
+    let (c, h) = cluster().await;
+    let data = pseudo_random(4, 3000);
+    assert_eq!(
+        h.put("/keep.bin", data.clone()).await.unwrap().status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.request("MKCOL", "/dir", &[], empty())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::CREATED
+    );
+    for root in ["/", "//", "/dir/.."] {
+        let r = h.request("DELETE", root, &[], empty()).await.unwrap();
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "DELETE {root}: {}",
+            r.text()
+        );
+    }
+    let back = h.get("/keep.bin").await.unwrap();
+    assert_eq!(back.status, StatusCode::OK);
+    assert!(back.body == data, "a refused DELETE changed a file");
+    let list = h
+        .request("PROPFIND", "/dir", &[("Depth", "0")], empty())
+        .await
+        .unwrap();
+    assert_eq!(list.status.as_u16(), 207, "the collection is still there");
+    // Deleting a collection below the root still works.
+    let r = h.request("DELETE", "/dir", &[], empty()).await.unwrap();
+    assert!(r.status.is_success(), "{}", r.status);
+    c.shutdown().await;
+}

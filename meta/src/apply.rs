@@ -575,7 +575,10 @@ impl<'t> Tables<'t> {
         inode.version = self.tick()?;
         self.put(&inode)?;
         if parent == new_parent {
-            self.touch_dir(parent, now, 0)?;
+            // A directory leaving and arriving in the same parent changes
+            // nothing, unless it replaced an empty directory there.
+            let left = if inode.is_dir() { -1 } else { 0 };
+            self.touch_dir(parent, now, left + dir_delta_new)?;
         } else {
             self.touch_dir(parent, now, if inode.is_dir() { -1 } else { 0 })?;
             self.touch_dir(new_parent, now, dir_delta_new)?;

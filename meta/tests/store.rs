@@ -389,3 +389,36 @@ async fn setattr_changes_only_what_it_names_and_bumps_the_version() {
         Err(MetaError::NotFound(_))
     ));
 }
+
+/// A directory renamed over an empty directory leaves its parent one link
+/// fewer (one subdirectory fewer), in the same parent or across parents.
+#[tokio::test]
+async fn renaming_a_directory_over_an_empty_one_counts_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let p = inode(&s, mkdir(ROOT_INO, "p")).await.unwrap();
+    let a = inode(&s, mkdir(p.ino, "a")).await.unwrap();
+    inode(&s, mkdir(p.ino, "b")).await.unwrap();
+    assert_eq!(s.getattr(p.ino).await.unwrap().nlink, 4);
+    let mv = Change::Rename {
+        parent: p.ino,
+        name: "a".into(),
+        new_parent: p.ino,
+        new_name: "b".into(),
+        no_replace: false,
+    };
+    assert_eq!(inode(&s, mv).await.unwrap().ino, a.ino);
+    assert_eq!(s.getattr(p.ino).await.unwrap().nlink, 3, "same parent");
+    let q = inode(&s, mkdir(ROOT_INO, "q")).await.unwrap();
+    inode(&s, mkdir(q.ino, "c")).await.unwrap();
+    let mv = Change::Rename {
+        parent: p.ino,
+        name: "b".into(),
+        new_parent: q.ino,
+        new_name: "c".into(),
+        no_replace: false,
+    };
+    inode(&s, mv).await.unwrap();
+    assert_eq!(s.getattr(p.ino).await.unwrap().nlink, 2, "old parent");
+    assert_eq!(s.getattr(q.ino).await.unwrap().nlink, 3, "new parent");
+}

@@ -84,12 +84,29 @@ pub fn check_path(raw: &str) -> Result<(), String> {
     split_path(&path).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Whether a (valid) request path names the root collection.
+fn is_root(raw: &str) -> bool {
+    percent_decode(raw)
+        .and_then(|p| String::from_utf8(p).ok())
+        .and_then(|p| split_path(&p).ok())
+        .is_some_and(|c| c.is_empty())
+}
+
 /// Answers one request, through a [`DavFs`] of its own: what the request
 /// looks up first is fetched with what it will want next, so a PUT costs
 /// two calls to meta and a PROPFIND of depth 1 one.
 pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) -> Response<Body> {
     if let Err(msg) = check_path(req.uri().path()) {
         return text(StatusCode::BAD_REQUEST, format!("{msg}\n"));
+    }
+    // dav-server deletes a collection's members before the collection: for
+    // the root, that emptied the file system and then answered 403. A
+    // refused request must change nothing.
+    if req.method() == http::Method::DELETE && is_root(req.uri().path()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the root collection cannot be deleted; nothing was changed\n".into(),
+        );
     }
     let own = DavFs::for_request(fs.clone(), prefetch_for(&req));
     let config = DavConfig::new().filesystem(Box::new(own));
@@ -153,5 +170,9 @@ mod tests {
         assert!(check_path(&format!("/{}", "x".repeat(256))).is_err());
         assert!(check_path("/bad%zz").is_err());
         assert!(check_path("/%ff").is_err());
+        for root in ["/", "//", "/./", "/a/..", "/%2e/"] {
+            assert!(is_root(root), "{root}");
+        }
+        assert!(!is_root("/a") && !is_root("/a/"));
     }
 }
