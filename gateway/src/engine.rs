@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tessera_datanode::Block;
-use tessera_meta::api::ObjectLease;
-use tessera_meta::{Inode, MetaClient, ObjectRef};
+use tessera_meta::api::{CallError, ObjectLease, WriteGrant};
+use tessera_meta::{Inode, MetaClient, MetaError, ObjectRef};
 
 use crate::error::Result;
 use crate::io::{BlockIo, RetryPolicy};
@@ -35,6 +35,10 @@ pub struct FsOptions {
     pub ring_refresh: Duration,
     /// Object ids leased from meta at once.
     pub lease_ids: u64,
+    /// How long meta's write lease of a file (taken for each in-place write,
+    /// see [`Engine::leased`]) lasts unless renewed; a gateway that dies
+    /// mid-write holds other gateways' writes to that file this long.
+    pub write_lease: Duration,
 }
 
 impl Default for FsOptions {
@@ -49,6 +53,7 @@ impl Default for FsOptions {
             pending_ttl: Duration::from_secs(6 * 3600),
             ring_refresh: Duration::from_secs(2),
             lease_ids: 256,
+            write_lease: Duration::from_secs(30),
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Engine {
     pub(crate) write_locks: Vec<tokio::sync::Mutex<()>>,
     /// The ids left of the current lease, and when it was taken.
     lease: tokio::sync::Mutex<Option<(ObjectLease, Instant)>>,
+    /// This gateway's name in meta's write leases: random per process.
+    pub(crate) holder: u64,
 }
 
 impl Engine {
@@ -71,6 +78,7 @@ impl Engine {
             options,
             write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             lease: tokio::sync::Mutex::new(None),
+            holder: random_holder(),
         }
     }
 
@@ -86,7 +94,7 @@ impl Engine {
     /// blocks with. Ids come from a lease, so this asks meta only once per
     /// [`FsOptions::lease_ids`] objects; a lease older than half the upload
     /// TTL is not used, so no upload starts on an id about to expire.
-    pub(crate) async fn alloc_object(&self, seed: u64) -> Result<(ObjectRef, u64)> {
+    pub(crate) async fn alloc_object(&self, seed: u64) -> Result<(ObjectRef, u64, Instant)> {
         let mut lease = self.lease.lock().await;
         let fresh = |(l, at): &(ObjectLease, Instant)| {
             l.count > 0 && at.elapsed() < self.options.pending_ttl / 2
@@ -98,7 +106,7 @@ impl Engine {
                 .await?;
             *lease = Some((l, Instant::now()));
         }
-        let (l, _) = lease.as_mut().expect("just leased");
+        let (l, granted) = lease.as_mut().expect("just leased");
         let object = ObjectRef {
             id: l.first,
             seed,
@@ -106,7 +114,103 @@ impl Engine {
         };
         l.first += 1;
         l.count -= 1;
-        Ok((object, l.generation))
+        Ok((object, l.generation, *granted))
+    }
+
+    /// Takes meta's write lease of `ino` for an in-place write that may
+    /// reach `end`, waiting while another gateway holds it.
+    async fn begin_write(&self, ino: u64, end: u64) -> Result<WriteGrant> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let r = self
+                .meta
+                .begin_write(ino, end, self.holder, self.options.write_lease)
+                .await;
+            match r {
+                Err(CallError::Meta(MetaError::Busy(_))) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                r => return Ok(r?),
+            }
+        }
+    }
+
+    /// Runs `work` under meta's write lease of `ino` (in-place writes of one
+    /// file are serialised across every gateway and mount), renewing the
+    /// lease while `work` runs. `work` ends the lease by committing; if it
+    /// fails, or is dropped, the lease is ended here.
+    pub(crate) async fn leased<T, F>(
+        self: &Arc<Self>,
+        ino: u64,
+        end: u64,
+        work: impl FnOnce(WriteGrant) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let grant = self.begin_write(ino, end).await?;
+        let mut guard = LeaseGuard {
+            engine: Some(self.clone()),
+            ino,
+        };
+        let renew = async {
+            let every = self.options.write_lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let r = self
+                    .meta
+                    .begin_write(ino, end, self.holder, self.options.write_lease)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(ino, error = %e, "cannot renew a write lease");
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = work(grant) => r,
+            () = renew => Err(crate::error::Error::Internal("write lease renewal stopped".into())),
+        };
+        if result.is_ok() {
+            guard.engine = None;
+        }
+        result
+    }
+
+    /// Zeroes what uncommitted writes may have left in `[size, to)` of
+    /// `object`, below block `stop` (the caller writes from there), so that
+    /// growing the file shows zeros there.
+    pub(crate) async fn zero_dirty(
+        &self,
+        object: &ObjectRef,
+        size: u64,
+        to: u64,
+        stop: u64,
+        generation: u64,
+    ) -> Result<()> {
+        let bs = BLOCK_SIZE as u64;
+        let first = size / bs;
+        let end = to.div_ceil(bs).min(stop);
+        let mut index = first;
+        while index < end {
+            let n = (end - index).min(self.options.chunk_blocks.max(1) as u64);
+            let mut blocks = Vec::with_capacity(n as usize);
+            for i in index..index + n {
+                let keep = size.saturating_sub(i * bs).min(bs) as usize;
+                let data = if keep == 0 {
+                    Bytes::new()
+                } else {
+                    let old = self.io.read(object, i..i + 1).await?;
+                    let old = old.into_iter().next().flatten().map(|b| b.data);
+                    let old = old.unwrap_or_default();
+                    old.slice(..keep.min(old.len()))
+                };
+                blocks.push(Block::new(generation, data));
+            }
+            self.io.write(object, index, blocks).await?;
+            index += n;
+        }
+        Ok(())
     }
 
     /// Reads up to `len` bytes at `offset` of the content `inode` describes.
@@ -161,6 +265,43 @@ pub(crate) fn append_block(
         out.extend_from_slice(&data[from..have]);
     }
     out.resize(out.len() + (to - have.max(from)), 0);
+}
+
+/// Ends a write lease whose work was dropped or failed (in the background:
+/// it may run in `Drop`).
+struct LeaseGuard {
+    engine: Option<Arc<Engine>>,
+    ino: u64,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let Some(engine) = self.engine.take() else {
+            return;
+        };
+        let ino = self.ino;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = engine.meta.end_write(ino, engine.holder).await {
+                    tracing::warn!(ino, error = %e, "cannot end a write lease");
+                }
+            });
+        }
+    }
+}
+
+/// A random id for this process's write leases.
+fn random_holder() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish().max(1)
 }
 
 /// The engine behind an `Arc`, as workers hold it.

@@ -59,7 +59,7 @@ impl From<MetaError> for Error {
                 Error::InvalidPath(format!("{name:?}: {reason}"))
             }
             MetaError::Invalid(m) => Error::Invalid(m),
-            MetaError::Conflict(m) => Error::Conflict(m),
+            MetaError::Conflict(m) | MetaError::Busy(m) => Error::Conflict(m),
             MetaError::Settings(m) => Error::NoSpace(m),
             MetaError::Storage(m) => Error::Internal(format!("meta: {m}")),
         }

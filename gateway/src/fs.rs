@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tessera_datanode::Block;
-use tessera_meta::api::NewNode;
+use tessera_meta::api::{NewNode, WriteGrant};
 use tessera_meta::{FileKind, Inode, MetaClient, SetAttr, now_ns};
 use tessera_rpc::Transport;
 use tokio_util::sync::CancellationToken;
@@ -263,23 +263,58 @@ impl Fs {
 
     /// Writes `data` at `offset` into the file `ino` in place
     /// (read-modify-write of partial blocks), then commits size and mtime.
+    /// In-place writes of one file are serialised across gateways by meta's
+    /// write lease; bytes a failed write left past the end are zeroed before
+    /// this write grows the file over them.
     pub async fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<Inode> {
         check_end(offset, data.len() as u64)?;
+        if data.is_empty() {
+            let inode = self.getattr(ino).await?;
+            if inode.kind != FileKind::File {
+                return Err(Error::IsADirectory(format!("inode {ino}")));
+            }
+            return Ok(inode);
+        }
         let _guard = self.engine.write_locks[(ino % 64) as usize].lock().await;
+        let end = offset + data.len() as u64;
+        let data = Bytes::copy_from_slice(data);
+        self.engine
+            .leased(ino, end, |grant| {
+                self.write_leased(ino, offset, data, grant)
+            })
+            .await
+    }
+
+    async fn write_leased(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: Bytes,
+        grant: WriteGrant,
+    ) -> Result<Inode> {
         let inode = self.getattr(ino).await?;
         if inode.kind != FileKind::File {
             return Err(Error::IsADirectory(format!("inode {ino}")));
         }
-        if data.is_empty() {
-            return Ok(inode);
-        }
-        let (object, generation) = if inode.object.is_none() {
-            self.engine.alloc_object(inode.object.seed).await?
+        let generation = grant.generation;
+        let object = if inode.object.is_none() {
+            self.engine.alloc_object(inode.object.seed).await?.0
         } else {
-            (inode.object, self.engine.meta.begin_write(ino).await?)
+            inode.object
         };
         let spans = stripe::spans(offset, data.len());
         let first = spans[0].index;
+        if grant.dirty_end > inode.size && offset > inode.size {
+            self.engine
+                .zero_dirty(
+                    &object,
+                    inode.size,
+                    grant.dirty_end.min(offset),
+                    first,
+                    generation,
+                )
+                .await?;
+        }
         // Old content of the partial blocks at either end, if they survive.
         let mut old: Vec<(u64, Bytes)> = Vec::new();
         for s in [spans.first(), spans.last()].into_iter().flatten() {
@@ -299,8 +334,7 @@ impl Fs {
                 old.push((s.index, bytes.slice(..keep as usize)));
             }
         }
-        let len = data.len() as u64;
-        let data = Bytes::copy_from_slice(data);
+        let end = offset + data.len() as u64;
         let blocks = tessera_rpc::compute(data.len(), move || {
             spans
                 .iter()
@@ -322,22 +356,45 @@ impl Fs {
         Ok(self
             .engine
             .meta
-            .commit_write(ino, object, offset + len, now_ns())
+            .commit_write(ino, object, end, now_ns(), self.engine.holder)
             .await?)
     }
 
-    /// Sets the size of file `ino`. Growing exposes zeros. Shrinking copies
-    /// the kept bytes into a new object and swaps it in atomically, so no
-    /// stale byte past the new end can reappear if the file grows again.
+    /// Sets the size of file `ino`. Growing exposes zeros (bytes a failed
+    /// write left there are zeroed first). Shrinking copies the kept bytes
+    /// into a new object and swaps it in atomically, so no stale byte past
+    /// the new end can reappear if the file grows again.
     pub async fn truncate(&self, ino: u64, size: u64) -> Result<Inode> {
         check_end(size, 0)?;
         let _guard = self.engine.write_locks[(ino % 64) as usize].lock().await;
+        self.engine
+            .leased(ino, size, |grant| self.truncate_leased(ino, size, grant))
+            .await
+    }
+
+    async fn truncate_leased(&self, ino: u64, size: u64, grant: WriteGrant) -> Result<Inode> {
         let inode = self.getattr(ino).await?;
         if inode.kind != FileKind::File {
             return Err(Error::IsADirectory(format!("inode {ino}")));
         }
+        let holder = self.engine.holder;
         if size >= inode.size {
-            return Ok(self.engine.meta.resize(ino, inode.object.id, size).await?);
+            if grant.dirty_end > inode.size && !inode.object.is_none() {
+                self.engine
+                    .zero_dirty(
+                        &inode.object,
+                        inode.size,
+                        grant.dirty_end.min(size),
+                        u64::MAX,
+                        grant.generation,
+                    )
+                    .await?;
+            }
+            return Ok(self
+                .engine
+                .meta
+                .resize(ino, inode.object.id, size, holder)
+                .await?);
         }
         let mut writer = ObjectWriter::start(
             self.engine.clone(),
@@ -360,7 +417,9 @@ impl Fs {
             left -= chunk.len() as u64;
             writer.write(chunk).await?;
         }
-        writer.finish(Some(size)).await
+        let inode = writer.finish(Some(size)).await?;
+        self.engine.meta.end_write(ino, holder).await?;
+        Ok(inode)
     }
 
     /// Copies the content of `src` to `parent/name` (created or replaced atomically).

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use std::time::Instant;
 use tessera_datanode::Block;
 use tessera_meta::{Inode, ObjectRef, now_ns};
 use tokio::task::JoinHandle;
@@ -32,6 +33,8 @@ pub struct ObjectWriter {
     target: Target,
     object: ObjectRef,
     generation: u64,
+    /// When the pending record of `object` was last granted or renewed.
+    renewed: Instant,
     buf: BytesMut,
     next_index: u64,
     size: u64,
@@ -58,12 +61,13 @@ impl ObjectWriter {
         target: Target,
         seed: u64,
     ) -> Result<ObjectWriter> {
-        let (object, generation) = engine.alloc_object(seed).await?;
+        let (object, generation, renewed) = engine.alloc_object(seed).await?;
         Ok(ObjectWriter {
             engine,
             target,
             object,
             generation,
+            renewed,
             buf: BytesMut::new(),
             next_index: 0,
             size: 0,
@@ -110,7 +114,19 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Keeps the upload's pending record alive while it streams: renewed
+    /// once it is half its TTL old, so a multi-hour upload is not collected
+    /// under it (and a short one costs meta nothing).
+    async fn renew(&mut self) -> Result<()> {
+        if self.renewed.elapsed() >= self.engine.options().pending_ttl / 2 {
+            self.engine.meta().renew_upload(self.object.id).await?;
+            self.renewed = Instant::now();
+        }
+        Ok(())
+    }
+
     async fn send(&mut self, chunk: Bytes) -> Result<()> {
+        self.renew().await?;
         while self.inflight.len() >= self.engine.options().inflight_chunks.max(1) {
             self.wait_one().await?;
         }
@@ -166,6 +182,7 @@ impl ObjectWriter {
         while !self.inflight.is_empty() {
             self.wait_one().await?;
         }
+        self.renew().await?;
         let meta = self.engine.meta();
         let inode = match &self.target {
             Target::Name { parent, name, mode } => {

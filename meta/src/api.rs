@@ -290,10 +290,22 @@ impl MetaClient {
         self.change_inode(Change::SetAttr { ino, attr }).await
     }
 
-    /// Sets the size of `ino` if its content is still `object`.
-    pub async fn resize(&self, ino: u64, object: u64, size: u64) -> Result<Inode, CallError> {
-        self.change_inode(Change::Resize { ino, object, size })
-            .await
+    /// Grows `ino` to `size` if its content is still `object`, under
+    /// `holder`'s write lease, which ends.
+    pub async fn resize(
+        &self,
+        ino: u64,
+        object: u64,
+        size: u64,
+        holder: u64,
+    ) -> Result<Inode, CallError> {
+        self.change_inode(Change::Resize {
+            ino,
+            object,
+            size,
+            holder,
+        })
+        .await
     }
 
     /// Leases `count` fresh object ids (see [`Change::LeaseObjects`]).
@@ -303,9 +315,35 @@ impl MetaClient {
             "lease objects")
     }
 
-    /// A generation for writing into `ino`'s current object.
-    pub async fn begin_write(&self, ino: u64) -> Result<u64, CallError> {
-        expect!(self.change(Change::BeginWrite { ino }).await?, Outcome::Generation(g) => g, "begin write")
+    /// Takes or renews `holder`'s write lease of `ino` for a write that may
+    /// reach `end` (see [`Change::BeginWrite`]).
+    pub async fn begin_write(
+        &self,
+        ino: u64,
+        end: u64,
+        holder: u64,
+        ttl: Duration,
+    ) -> Result<WriteGrant, CallError> {
+        let ttl_ns = ttl.as_nanos().min(i64::MAX as u128) as i64;
+        let change = Change::BeginWrite {
+            ino,
+            end,
+            holder,
+            ttl_ns,
+        };
+        expect!(self.change(change).await?,
+            Outcome::Write { generation, dirty_end } => WriteGrant { generation, dirty_end },
+            "begin write")
+    }
+
+    /// Ends `holder`'s write lease of `ino` after a failed write.
+    pub async fn end_write(&self, ino: u64, holder: u64) -> Result<(), CallError> {
+        self.change_done(Change::EndWrite { ino, holder }).await
+    }
+
+    /// Keeps the pending upload of `object` alive (see [`Change::RenewUpload`]).
+    pub async fn renew_upload(&self, object: u64) -> Result<(), CallError> {
+        self.change_done(Change::RenewUpload { object }).await
     }
 
     /// Records a write into `object` (the file's, or adopted by an empty
@@ -316,12 +354,14 @@ impl MetaClient {
         object: ObjectRef,
         end: u64,
         mtime: i64,
+        holder: u64,
     ) -> Result<Inode, CallError> {
         self.change_inode(Change::CommitWrite {
             ino,
             object,
             end,
             mtime,
+            holder,
         })
         .await
     }
@@ -398,6 +438,16 @@ pub struct NewNode {
     pub seed: u64,
     /// Fail with `Exists` if the name is taken.
     pub exclusive: bool,
+}
+
+/// A write lease granted by [`MetaClient::begin_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteGrant {
+    /// The generation to write blocks with.
+    pub generation: u64,
+    /// Uncommitted writes may have left bytes up to here past the file's
+    /// size (0: none): zero them before growing the file over them.
+    pub dirty_end: u64,
 }
 
 /// Object ids `first..first + count` leased to one gateway: it places each

@@ -3,11 +3,17 @@
 //! anything, so a change that fails leaves no trace while its neighbours in
 //! the batch commit.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::change::{Change, MAX_LEASE, Outcome};
 use crate::store::*;
 use crate::types::*;
+
+/// The longest write lease a gateway may take (it renews a longer write).
+const MAX_WRITE_LEASE_NS: i64 = 120_000_000_000;
 
 /// A range of object ids handed to a gateway (see [`crate::store::LEASES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -15,6 +21,19 @@ pub(crate) struct Lease {
     end: u64,
     /// When it was granted, ns since the epoch, by meta's clock.
     granted: i64,
+}
+
+/// The write lease of one inode and the extent of uncommitted in-place
+/// writes into it (see [`Change::BeginWrite`]). Absent: no lease, and every
+/// byte past the size is known to be zero or absent.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WriteLease {
+    /// The gateway holding the lease; 0: none.
+    holder: u64,
+    /// When the lease ends, ns since the epoch, by meta's clock.
+    expires: i64,
+    /// Uncommitted writes may have left bytes up to here past the size.
+    dirty_end: u64,
 }
 
 pub(crate) struct Tables<'t> {
@@ -26,10 +45,21 @@ pub(crate) struct Tables<'t> {
     gc: redb::Table<'t, u64, &'static [u8]>,
     leases: redb::Table<'t, u64, &'static [u8]>,
     lease_used: redb::Table<'t, u64, ()>,
+    writes: redb::Table<'t, u64, &'static [u8]>,
+    /// Writes made so far in this transaction: a change that fails after
+    /// its first write has left part of itself behind, and the batch is
+    /// redone without it (see `commit_batch`).
+    pub(crate) written: u64,
+    /// Fault injection (tests): when non-zero, the write that brings it to
+    /// zero fails as a storage error would.
+    fail_write: Arc<AtomicU64>,
 }
 
 impl<'t> Tables<'t> {
-    pub(crate) fn open(tx: &'t redb::WriteTransaction) -> Result<Self, MetaError> {
+    pub(crate) fn open(
+        tx: &'t redb::WriteTransaction,
+        fail_write: Arc<AtomicU64>,
+    ) -> Result<Self, MetaError> {
         Ok(Tables {
             inodes: tx.open_table(INODES).map_err(storage)?,
             dirents: tx.open_table(DIRENTS).map_err(storage)?,
@@ -39,7 +69,83 @@ impl<'t> Tables<'t> {
             gc: tx.open_table(GC).map_err(storage)?,
             leases: tx.open_table(LEASES).map_err(storage)?,
             lease_used: tx.open_table(LEASE_USED).map_err(storage)?,
+            writes: tx.open_table(WRITES).map_err(storage)?,
+            written: 0,
+            fail_write,
         })
+    }
+
+    /// Called before every write to a table.
+    fn wrote(&mut self) -> Result<(), MetaError> {
+        self.written += 1;
+        let n = self.fail_write.load(Ordering::Relaxed);
+        if n > 0 {
+            self.fail_write.store(n - 1, Ordering::Relaxed);
+            if n == 1 {
+                return Err(storage("injected write failure"));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_lease(&self, ino: u64) -> Result<WriteLease, MetaError> {
+        Ok(match self.writes.get(ino).map_err(storage)? {
+            Some(v) => dec(v.value())?,
+            None => WriteLease::default(),
+        })
+    }
+
+    fn set_write_lease(&mut self, ino: u64, w: WriteLease) -> Result<(), MetaError> {
+        self.wrote()?;
+        if w.holder == 0 && w.dirty_end == 0 {
+            self.writes.remove(ino).map_err(storage)?;
+        } else {
+            self.writes
+                .insert(ino, enc(&w).as_slice())
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Ends `holder`'s lease of `ino` (if it holds it) and forgets dirty
+    /// bytes the file's `size` now covers.
+    fn end_write(&mut self, ino: u64, holder: u64, size: u64) -> Result<(), MetaError> {
+        let mut w = self.write_lease(ino)?;
+        let before = (w.holder, w.dirty_end);
+        if w.holder == holder {
+            w.holder = 0;
+            w.expires = 0;
+        }
+        if w.dirty_end <= size {
+            w.dirty_end = 0;
+        }
+        if (w.holder, w.dirty_end) != before {
+            self.set_write_lease(ino, w)?;
+        }
+        Ok(())
+    }
+
+    /// Fails unless `holder` holds the write lease of `ino` (it may have
+    /// expired, as long as nobody took it since).
+    fn held(&self, ino: u64, holder: u64) -> Result<WriteLease, MetaError> {
+        let w = self.write_lease(ino)?;
+        if w.holder != holder || holder == 0 {
+            return Err(MetaError::Conflict(format!(
+                "inode {ino}: this write lost its write lease (another write began after it expired)"
+            )));
+        }
+        Ok(w)
+    }
+
+    /// Refuses while a holder other than `holder` has a live write lease.
+    fn check_write_lease(&self, ino: u64, holder: u64, now: i64) -> Result<WriteLease, MetaError> {
+        let w = self.write_lease(ino)?;
+        if w.holder != 0 && w.holder != holder && w.expires > now {
+            return Err(MetaError::Busy(format!(
+                "inode {ino} is being written by another gateway"
+            )));
+        }
+        Ok(w)
     }
 
     fn next(&mut self, counter: &'static str) -> Result<u64, MetaError> {
@@ -57,6 +163,7 @@ impl<'t> Tables<'t> {
         let end = v
             .checked_add(n)
             .ok_or_else(|| storage(format!("counter {counter} exhausted")))?;
+        self.wrote()?;
         self.counters.insert(counter, end).map_err(storage)?;
         Ok(v)
     }
@@ -68,26 +175,28 @@ impl<'t> Tables<'t> {
                 "upload of object {id} (its lease expired, or it was published already)"
             ))
         };
-        let lease = self
+        let lease = self.lease_of(id).map_err(|_| expired())?;
+        if self.lease_used.get(id).map_err(storage)?.is_some() || id >= lease.1.end {
+            return Err(expired());
+        }
+        Ok(())
+    }
+
+    /// The lease whose range starts at or before `id` (its first id and record).
+    fn lease_of(&self, id: u64) -> Result<(u64, Lease), MetaError> {
+        let (k, v) = self
             .leases
             .range(..=id)
             .map_err(storage)?
             .next_back()
             .transpose()
             .map_err(storage)?
-            .map(|(_, v)| dec::<Lease>(v.value()))
-            .transpose()?;
-        match lease {
-            Some(l) if id < l.end => {}
-            _ => return Err(expired()),
-        }
-        if self.lease_used.get(id).map_err(storage)?.is_some() {
-            return Err(expired());
-        }
-        Ok(())
+            .ok_or_else(|| MetaError::NotFound(format!("lease of object {id}")))?;
+        Ok((k.value(), dec::<Lease>(v.value())?))
     }
 
     fn mark_used(&mut self, id: u64) -> Result<(), MetaError> {
+        self.wrote()?;
         self.lease_used.insert(id, ()).map_err(storage)?;
         Ok(())
     }
@@ -102,6 +211,7 @@ impl<'t> Tables<'t> {
     }
 
     fn put(&mut self, inode: &Inode) -> Result<(), MetaError> {
+        self.wrote()?;
         self.inodes
             .insert(inode.ino, enc(inode).as_slice())
             .map_err(storage)?;
@@ -150,6 +260,7 @@ impl<'t> Tables<'t> {
             object,
             queued: now_ns(),
         };
+        self.wrote()?;
         self.gc
             .insert(object.id, enc(&entry).as_slice())
             .map_err(storage)?;
@@ -158,6 +269,7 @@ impl<'t> Tables<'t> {
 
     /// Drops an inode that lost its last name.
     fn drop_inode(&mut self, inode: &Inode) -> Result<(), MetaError> {
+        self.wrote()?;
         self.inodes.remove(inode.ino).map_err(storage)?;
         self.queue_gc(inode.object)
     }
@@ -209,6 +321,7 @@ impl<'t> Tables<'t> {
                     target,
                 };
                 self.put(&inode)?;
+                self.wrote()?;
                 self.dirents
                     .insert((parent, name.as_str()), ino)
                     .map_err(storage)?;
@@ -224,6 +337,7 @@ impl<'t> Tables<'t> {
                 if inode.is_dir() {
                     return Err(MetaError::IsADirectory(name));
                 }
+                self.wrote()?;
                 self.dirents
                     .remove((parent, name.as_str()))
                     .map_err(storage)?;
@@ -250,6 +364,7 @@ impl<'t> Tables<'t> {
                 if !self.is_empty_dir(ino)? {
                     return Err(MetaError::NotEmpty(name));
                 }
+                self.wrote()?;
                 self.dirents
                     .remove((parent, name.as_str()))
                     .map_err(storage)?;
@@ -286,7 +401,12 @@ impl<'t> Tables<'t> {
                 self.put(&inode)?;
                 Ok(Outcome::Inode(inode))
             }
-            Change::Resize { ino, object, size } => {
+            Change::Resize {
+                ino,
+                object,
+                size,
+                holder,
+            } => {
                 let mut inode = self.inode(ino)?;
                 if inode.is_dir() {
                     return Err(MetaError::IsADirectory(format!("inode {ino}")));
@@ -294,6 +414,13 @@ impl<'t> Tables<'t> {
                 if inode.object.id != object {
                     return Err(MetaError::Conflict(format!("inode {ino}")));
                 }
+                if size < inode.size {
+                    return Err(MetaError::Invalid(format!(
+                        "inode {ino}: resize only grows a file (shrinking swaps in a new object)"
+                    )));
+                }
+                self.held(ino, holder)?;
+                self.end_write(ino, holder, size)?;
                 inode.size = size;
                 inode.mtime = now;
                 inode.ctime = now;
@@ -323,6 +450,7 @@ impl<'t> Tables<'t> {
                     end: first + count,
                     granted: now,
                 };
+                self.wrote()?;
                 self.leases
                     .insert(first, enc(&lease).as_slice())
                     .map_err(storage)?;
@@ -333,20 +461,59 @@ impl<'t> Tables<'t> {
                     width,
                 })
             }
-            Change::BeginWrite { ino } => {
-                self.inode(ino)?;
-                Ok(Outcome::Generation(self.tick()?))
+            Change::BeginWrite {
+                ino,
+                end,
+                holder,
+                ttl_ns,
+            } => {
+                let inode = self.inode(ino)?;
+                if inode.kind != FileKind::File {
+                    return Err(MetaError::IsADirectory(format!("inode {ino}")));
+                }
+                if holder == 0 {
+                    return Err(MetaError::Invalid("a write lease needs a holder".into()));
+                }
+                let mut w = self.check_write_lease(ino, holder, now)?;
+                let dirty_end = w.dirty_end;
+                w.holder = holder;
+                w.expires = now.saturating_add(ttl_ns.clamp(0, MAX_WRITE_LEASE_NS));
+                if end > inode.size {
+                    w.dirty_end = w.dirty_end.max(end);
+                }
+                self.set_write_lease(ino, w)?;
+                Ok(Outcome::Write {
+                    generation: self.tick()?,
+                    dirty_end,
+                })
+            }
+            Change::EndWrite { ino, holder } => {
+                let size = self.inode(ino)?.size;
+                self.end_write(ino, holder, size)?;
+                Ok(Outcome::Done)
+            }
+            Change::RenewUpload { object } => {
+                self.check_claim(object)?;
+                let (first, mut lease) = self.lease_of(object)?;
+                lease.granted = now;
+                self.wrote()?;
+                self.leases
+                    .insert(first, enc(&lease).as_slice())
+                    .map_err(storage)?;
+                Ok(Outcome::Done)
             }
             Change::CommitWrite {
                 ino,
                 object,
                 end,
                 mtime,
+                holder,
             } => {
                 let mut inode = self.inode(ino)?;
                 if inode.is_dir() {
                     return Err(MetaError::IsADirectory(format!("inode {ino}")));
                 }
+                self.held(ino, holder)?;
                 let adopt = inode.object.is_none() && !object.is_none();
                 if adopt {
                     self.check_claim(object.id)?;
@@ -360,6 +527,7 @@ impl<'t> Tables<'t> {
                 inode.ctime = now;
                 inode.version = self.tick()?;
                 self.put(&inode)?;
+                self.end_write(ino, holder, inode.size)?;
                 Ok(Outcome::Inode(inode))
             }
             Change::SwapObject {
@@ -418,6 +586,7 @@ impl<'t> Tables<'t> {
                             target: None,
                         };
                         self.put(&inode)?;
+                        self.wrote()?;
                         self.dirents
                             .insert((parent, name.as_str()), inode.ino)
                             .map_err(storage)?;
@@ -453,6 +622,7 @@ impl<'t> Tables<'t> {
                 let mut collected = 0;
                 for (first, end) in expired {
                     for id in first..end {
+                        self.wrote()?;
                         if self.lease_used.remove(id).map_err(storage)?.is_none() {
                             self.queue_gc(ObjectRef {
                                 id,
@@ -461,12 +631,14 @@ impl<'t> Tables<'t> {
                             collected += 1;
                         }
                     }
+                    self.wrote()?;
                     self.leases.remove(first).map_err(storage)?;
                 }
                 Ok(Outcome::Count(collected))
             }
             Change::GcDone { objects } => {
                 for id in objects {
+                    self.wrote()?;
                     self.gc.remove(id).map_err(storage)?;
                 }
                 Ok(Outcome::Done)
@@ -498,6 +670,12 @@ impl<'t> Tables<'t> {
         self.mark_used(object.id)?;
         if old.id != object.id {
             self.queue_gc(old)?;
+            // The new object holds no uncommitted bytes.
+            let mut w = self.write_lease(inode.ino)?;
+            if w.dirty_end != 0 {
+                w.dirty_end = 0;
+                self.set_write_lease(inode.ino, w)?;
+            }
         }
         Ok(())
     }
@@ -566,7 +744,9 @@ impl<'t> Tables<'t> {
                 self.put(&t)?;
             }
         }
+        self.wrote()?;
         self.dirents.remove((parent, name)).map_err(storage)?;
+        self.wrote()?;
         self.dirents
             .insert((new_parent, new_name), ino)
             .map_err(storage)?;
@@ -629,6 +809,7 @@ impl<'t> Tables<'t> {
             node_id,
             addr,
         };
+        self.wrote()?;
         self.ring
             .insert(slot, enc(&record).as_slice())
             .map_err(storage)?;

@@ -42,12 +42,14 @@ pub enum Change {
         ino: u64,
         attr: SetAttr,
     },
-    /// Sets the size of a file whose content is `object` (growing it: the new
-    /// bytes read as zeros).
+    /// Sets the size of a file whose content is `object` (growing it: the
+    /// gateway zeroed what [`Outcome::Write`] named first) and ends
+    /// `holder`'s write lease.
     Resize {
         ino: u64,
         object: u64,
         size: u64,
+        holder: u64,
     },
     /// Leases `count` fresh object ids (at most [`MAX_LEASE`]) to a gateway,
     /// which places each new object itself: one durable commit for many
@@ -56,17 +58,39 @@ pub enum Change {
     LeaseObjects {
         count: u64,
     },
-    /// A generation for writing into `ino`'s current object.
+    /// Takes (or renews) the write lease of `ino` for `holder` (one gateway
+    /// process) for `ttl_ns`, for an in-place write that may reach `end`.
+    /// Fails with `Busy` while another holder's lease lives: in-place writes
+    /// of one file are serialised across gateways, so a read-modify-write
+    /// of a partial block never loses another gateway's update. Returns a
+    /// generation and how far uncommitted writes may have left bytes.
     BeginWrite {
         ino: u64,
+        end: u64,
+        holder: u64,
+        ttl_ns: i64,
     },
-    /// Records a write into the current object that ended at `end`.
-    /// The first write into a file without content adopts `object`.
+    /// Records a write into the current object that ended at `end` and ends
+    /// `holder`'s write lease. The first write into a file without content
+    /// adopts `object`.
     CommitWrite {
         ino: u64,
         object: ObjectRef,
         end: u64,
         mtime: i64,
+        holder: u64,
+    },
+    /// Ends `holder`'s write lease of `ino` without committing anything (the
+    /// write failed).
+    EndWrite {
+        ino: u64,
+        holder: u64,
+    },
+    /// Keeps the lease of a pending upload of `object` alive (a long upload
+    /// renews it while it streams). Fails if the lease expired or the id was
+    /// published or abandoned.
+    RenewUpload {
+        object: u64,
     },
     /// Replaces the content of `ino` with `object` if its content is still
     /// `expect` (an object id); the old object goes to GC.
@@ -117,6 +141,13 @@ pub enum Outcome {
         width: u32,
     },
     Generation(u64),
+    /// A write lease: the generation to write with, and the end of bytes that
+    /// uncommitted writes may have left past the file's size (0: none). A
+    /// write or resize that grows the file past its size zeroes them first.
+    Write {
+        generation: u64,
+        dirty_end: u64,
+    },
     Slot(u32),
     Count(u64),
     Done,

@@ -33,6 +33,9 @@ pub(crate) const GC: TableDefinition<u64, &[u8]> = TableDefinition::new("gc");
 pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
 /// Leased ids already published or abandoned.
 pub(crate) const LEASE_USED: TableDefinition<u64, ()> = TableDefinition::new("lease_used");
+/// Inode -> [`crate::apply::WriteLease`]: who is writing a file in place,
+/// and how far uncommitted writes may have left bytes past its end.
+pub(crate) const WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("writes");
 /// Table name -> format version (see [`tessera_rpc::formats`]).
 const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
 /// The format of each table's records (postcard). Bump a table's version
@@ -46,6 +49,7 @@ const TABLE_FORMATS: &[(&str, u32)] = &[
     ("gc", 1),
     ("leases", 1),
     ("lease_used", 1),
+    ("writes", 1),
 ];
 
 /// Most changes applied in one transaction.
@@ -59,6 +63,8 @@ pub struct MetaStore {
     writer: Arc<GroupCommit<Job>>,
     settings: Settings,
     counters: Arc<MetaCounters>,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    fail_write: Arc<AtomicU64>,
 }
 
 /// What meta has done since it started (for tests, status and metrics).
@@ -180,14 +186,17 @@ impl MetaStore {
             tx.open_table(GC).map_err(storage)?;
             tx.open_table(LEASES).map_err(storage)?;
             tx.open_table(LEASE_USED).map_err(storage)?;
+            tx.open_table(WRITES).map_err(storage)?;
         }
         tx.commit().map_err(storage)?;
         let db = Arc::new(db);
         let wdb = db.clone();
         let counters = Arc::new(MetaCounters::default());
         let commits = counters.clone();
+        let fail_write = Arc::new(AtomicU64::new(0));
+        let faults = fail_write.clone();
         let writer = GroupCommit::spawn("meta-writer", MAX_BATCH, move |jobs| {
-            commit_batch(&wdb, jobs);
+            commit_batch(&wdb, jobs, &faults);
             commits.commits.fetch_add(1, Ordering::Relaxed);
         })
         .map_err(storage)?;
@@ -197,7 +206,15 @@ impl MetaStore {
             writer,
             settings,
             counters,
+            fail_write,
         })
+    }
+
+    /// Fault injection for tests: the `n`th table write from now fails as
+    /// a storage error would (once).
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_write_after(&self, n: u64) {
+        self.fail_write.store(n, Ordering::Relaxed);
     }
 
     pub fn counters(&self) -> &MetaCounters {
@@ -438,19 +455,20 @@ pub(crate) fn get_inode(
     dec(v.value())
 }
 
-fn commit_batch(db: &Database, jobs: Vec<Job>) {
-    let result = (|| -> Result<Vec<Result<Outcome, MetaError>>, MetaError> {
-        let tx = db.begin_write().map_err(storage)?;
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        {
-            let mut w = Tables::open(&tx)?;
-            for (change, _) in &jobs {
-                outcomes.push(w.apply(change.clone()));
-            }
+/// Applies a batch of changes in one durable transaction. A change that
+/// fails before writing anything is simply answered with its error. One
+/// that fails after writing part of itself (a storage error in the middle)
+/// would leave that part behind, so the transaction is dropped and the batch
+/// redone without it: every change is all or nothing.
+fn commit_batch(db: &Database, jobs: Vec<Job>, fail_write: &Arc<AtomicU64>) {
+    let mut failed: Vec<Option<MetaError>> = vec![None; jobs.len()];
+    let result = loop {
+        match apply_batch(db, &jobs, &mut failed, fail_write) {
+            Ok(Some(outcomes)) => break Ok(outcomes),
+            Ok(None) => continue,
+            Err(e) => break Err(e),
         }
-        tx.commit().map_err(storage)?;
-        Ok(outcomes)
-    })();
+    };
     match result {
         Ok(outcomes) => {
             for ((_, reply), outcome) in jobs.into_iter().zip(outcomes) {
@@ -464,4 +482,39 @@ fn commit_batch(db: &Database, jobs: Vec<Job>) {
             }
         }
     }
+}
+
+/// One attempt at a batch, skipping the changes in `failed`. `Ok(None)`: a
+/// change failed half-way; it is now in `failed` and nothing was committed.
+fn apply_batch(
+    db: &Database,
+    jobs: &[Job],
+    failed: &mut [Option<MetaError>],
+    fail_write: &Arc<AtomicU64>,
+) -> Result<Option<Vec<Result<Outcome, MetaError>>>, MetaError> {
+    let mut tx = db.begin_write().map_err(storage)?;
+    tx.set_durability(redb::Durability::Immediate)
+        .map_err(storage)?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    {
+        let mut w = Tables::open(&tx, fail_write.clone())?;
+        for (i, (change, _)) in jobs.iter().enumerate() {
+            if let Some(e) = &failed[i] {
+                outcomes.push(Err(e.clone()));
+                continue;
+            }
+            let before = w.written;
+            let outcome = w.apply(change.clone());
+            if let Err(e) = &outcome
+                && w.written != before
+            {
+                tracing::warn!(error = %e, "a change failed half-way; redoing its batch without it");
+                failed[i] = Some(e.clone());
+                return Ok(None);
+            }
+            outcomes.push(outcome);
+        }
+    }
+    tx.commit().map_err(storage)?;
+    Ok(Some(outcomes))
 }

@@ -122,6 +122,8 @@ pub enum MetaError {
     Invalid(String),
     #[error("{0} changed underneath this operation; retry")]
     Conflict(String),
+    #[error("{0}")]
+    Busy(String),
     #[error("cluster settings: {0}")]
     Settings(String),
     #[error("meta storage failed: {0}")]

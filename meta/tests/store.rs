@@ -422,3 +422,185 @@ async fn renaming_a_directory_over_an_empty_one_counts_links() {
     assert_eq!(s.getattr(p.ino).await.unwrap().nlink, 2, "old parent");
     assert_eq!(s.getattr(q.ino).await.unwrap().nlink, 3, "new parent");
 }
+
+/// A storage failure in the middle of a change leaves none of it behind,
+/// while the rest of its batch commits.
+#[tokio::test]
+async fn a_change_failing_half_way_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 2).await;
+    let f = publish(&s, ROOT_INO, "f", 10).await;
+    let d = inode(&s, mkdir(ROOT_INO, "d")).await.unwrap();
+    let rename = || Change::Rename {
+        parent: ROOT_INO,
+        name: "f".into(),
+        new_parent: d.ino,
+        new_name: "g".into(),
+        no_replace: false,
+    };
+    // A rename writes: remove the old entry, insert the new, ... Fail its
+    // second write, after the old entry is gone.
+    s.fail_write_after(2);
+    let (r, other) = tokio::join!(s.apply(rename()), s.apply(mkdir(ROOT_INO, "x")));
+    assert!(matches!(r, Err(MetaError::Storage(_))), "{r:?}");
+    assert_eq!(
+        s.resolve(path("/f")).await.unwrap().ino,
+        f.ino,
+        "f is where it was"
+    );
+    assert!(s.resolve(path("/d/g")).await.is_err());
+    let root = s.getattr(ROOT_INO).await.unwrap();
+    assert_eq!(root.nlink, 4, "root links: itself, .., d and x");
+    if other.is_ok() {
+        assert!(s.resolve(path("/x")).await.is_ok());
+    }
+    // Nothing is stuck: the same rename now succeeds.
+    inode(&s, rename()).await.unwrap();
+    assert_eq!(s.resolve(path("/d/g")).await.unwrap().ino, f.ino);
+
+    // Abandon marks the id used, then queues it for GC: failing the second
+    // write must not leave an id that is used but never collected.
+    let ids = lease(&s, 1).await;
+    s.fail_write_after(2);
+    assert!(
+        s.apply(Change::Abandon { object: ids[0].id })
+            .await
+            .is_err()
+    );
+    s.apply(Change::Abandon { object: ids[0].id })
+        .await
+        .unwrap();
+    let gc: Vec<u64> = s
+        .gc_list(10, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.object.id)
+        .collect();
+    assert!(gc.contains(&ids[0].id), "{gc:?}");
+}
+
+fn begin(ino: u64, end: u64, holder: u64, ttl_ns: i64) -> Change {
+    Change::BeginWrite {
+        ino,
+        end,
+        holder,
+        ttl_ns,
+    }
+}
+
+async fn grant(s: &MetaStore, c: Change) -> Result<(u64, u64), MetaError> {
+    match s.apply(c).await? {
+        Outcome::Write {
+            generation,
+            dirty_end,
+        } => Ok((generation, dirty_end)),
+        o => panic!("expected a write lease, got {o:?}"),
+    }
+}
+
+/// In-place writes of one file are serialised across gateways by a lease in
+/// meta; bytes an uncommitted write may have left past the end are reported
+/// until a commit or resize covers them.
+#[tokio::test]
+async fn write_leases_serialise_gateways_and_track_dirty_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 2).await;
+    let f = publish(&s, ROOT_INO, "f", 100).await;
+    let (a, b, c) = (11, 22, 33);
+    let sec = 10_000_000_000;
+    let (g1, dirty) = grant(&s, begin(f.ino, 5000, a, sec)).await.unwrap();
+    assert_eq!(dirty, 0);
+    let busy = grant(&s, begin(f.ino, 10, b, sec)).await;
+    assert!(matches!(busy, Err(MetaError::Busy(_))), "{busy:?}");
+    // A renews its own lease.
+    let (g2, dirty) = grant(&s, begin(f.ino, 5000, a, sec)).await.unwrap();
+    assert!(g2 > g1);
+    assert_eq!(dirty, 5000, "A's own first attempt may have left bytes");
+    // A's write fails: the lease ends, its bytes may remain.
+    s.apply(Change::EndWrite {
+        ino: f.ino,
+        holder: a,
+    })
+    .await
+    .unwrap();
+    let (_, dirty) = grant(&s, begin(f.ino, 200, b, sec)).await.unwrap();
+    assert_eq!(dirty, 5000);
+    let commit = |end, holder| Change::CommitWrite {
+        ino: f.ino,
+        object: f.object,
+        end,
+        mtime: 1,
+        holder,
+    };
+    // Only the holder commits.
+    assert!(matches!(
+        inode(&s, commit(200, a)).await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(inode(&s, commit(200, b)).await.unwrap().size, 200);
+    let (_, dirty) = grant(&s, begin(f.ino, 300, c, sec)).await.unwrap();
+    assert_eq!(
+        dirty, 5000,
+        "a commit to 200 does not cover bytes up to 5000"
+    );
+    // A resize past the dirty bytes (after zeroing them) clears them.
+    let resize = |size, holder| Change::Resize {
+        ino: f.ino,
+        object: f.object.id,
+        size,
+        holder,
+    };
+    assert!(matches!(
+        inode(&s, resize(50, c)).await,
+        Err(MetaError::Invalid(_))
+    ));
+    assert_eq!(inode(&s, resize(6000, c)).await.unwrap().size, 6000);
+    let (_, dirty) = grant(&s, begin(f.ino, 10, a, 1)).await.unwrap();
+    assert_eq!(dirty, 0);
+    // An expired lease is taken over; its late commit is refused.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    grant(&s, begin(f.ino, 10, b, sec)).await.unwrap();
+    assert!(matches!(
+        inode(&s, commit(10, a)).await,
+        Err(MetaError::Conflict(_))
+    ));
+    inode(&s, commit(10, b)).await.unwrap();
+}
+
+/// A long upload renews its pending record, so reaping expired leases does
+/// not collect it.
+#[tokio::test]
+async fn a_renewed_upload_outlives_its_first_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 2).await;
+    let ids = lease(&s, 2).await;
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    s.apply(Change::RenewUpload { object: ids[0].id })
+        .await
+        .unwrap();
+    // Granted 30 ms ago, renewed just now: a 20 ms TTL keeps it.
+    let Outcome::Count(n) = s
+        .apply(Change::ReapLeases { ttl_ns: 20_000_000 })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(n, 0);
+    inode(&s, publish_change(ROOT_INO, "big", ids[0], 1))
+        .await
+        .unwrap();
+    // Once a lease has expired, renewing fails: the upload must not publish.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    s.apply(Change::ReapLeases { ttl_ns: 1_000_000 })
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.apply(Change::RenewUpload { object: ids[1].id }).await,
+        Err(MetaError::Conflict(_))
+    ));
+}
