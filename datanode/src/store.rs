@@ -161,7 +161,7 @@ impl BlockStore {
         let wdb = db.clone();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = commits.clone();
-        let writer = GroupCommit::spawn("datanode-commit", MAX_BATCH, move |jobs| {
+        let writer = GroupCommit::spawn("datanode-commit", MAX_BATCH, 2 * MAX_BATCH, move |jobs| {
             commit(&wdb, jobs);
             counted.fetch_add(1, Ordering::Relaxed);
         })
@@ -218,7 +218,10 @@ impl BlockStore {
         }
         let (tx, rx) = oneshot::channel();
         good.shrink_to_fit();
-        self.writer.submit(Job::Put(good, tx)).map_err(storage)?;
+        self.writer
+            .submit(Job::Put(good, tx))
+            .await
+            .map_err(storage)?;
         for (pos, r) in rx.await.map_err(storage)?? {
             results[pos] = r;
         }
@@ -284,6 +287,7 @@ impl BlockStore {
         let (tx, rx) = oneshot::channel();
         self.writer
             .submit(Job::Delete(objects, tx))
+            .await
             .map_err(storage)?;
         rx.await.map_err(storage)?
     }

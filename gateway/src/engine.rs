@@ -35,6 +35,12 @@ pub struct FsOptions {
     pub ring_refresh: Duration,
     /// Object ids leased from meta at once.
     pub lease_ids: u64,
+    /// How long a read waits for a replica before also asking the next one
+    /// (a hung datanode then costs this, not the whole call timeout).
+    pub hedge_after: Duration,
+    /// Most data held by puts to slow replicas that keep running after
+    /// their write was acknowledged (see `BlockIo::detach`).
+    pub detached_put_bytes: usize,
     /// How long meta's write lease of a file (taken for each in-place write,
     /// see [`Engine::leased`]) lasts unless renewed; a gateway that dies
     /// mid-write holds other gateways' writes to that file this long.
@@ -53,6 +59,8 @@ impl Default for FsOptions {
             pending_ttl: Duration::from_secs(6 * 3600),
             ring_refresh: Duration::from_secs(2),
             lease_ids: 256,
+            detached_put_bytes: crate::io::DETACHED_PUT_BYTES,
+            hedge_after: Duration::from_millis(300),
             write_lease: Duration::from_secs(30),
         }
     }

@@ -9,34 +9,38 @@ use std::sync::Arc;
 use tessera_datanode::DatanodeClient;
 use tessera_datanode::api::CallError;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::ring::{RingCache, RingView};
 
 /// Calls `start(client, &context)` for every `(slot, context)` in `calls`,
 /// all at once, and gives each answer to `answer(slot, context, result)`
 /// as it arrives. Returns once every call has answered, or as soon as
-/// `answer` breaks; calls still running then finish in the background (a
-/// write acknowledged by W replicas lets the slower ones complete). A slot
-/// with no datanode answers at once with an error. A failed call makes the
-/// ring refresh: its node may have moved.
+/// `answer` breaks; calls still running then are returned, still running
+/// in the background (a write acknowledged by W replicas decides whether
+/// the slower ones may complete). A slot with no datanode answers at once
+/// with an error. A failed call makes the ring refresh: its node may have
+/// moved.
 pub(crate) async fn fan_out<C, R, Fut>(
     ring: &Arc<RingCache>,
     view: &RingView,
     calls: impl IntoIterator<Item = (u32, C)>,
     mut start: impl FnMut(&DatanodeClient, &C) -> Fut,
     mut answer: impl FnMut(u32, C, Result<R, String>) -> ControlFlow<()>,
-) where
+) -> Vec<Detached<C>>
+where
     Fut: Future<Output = Result<R, CallError>> + Send + 'static,
     R: Send + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut contexts: Vec<Option<(u32, C)>> = Vec::new();
     let mut outstanding = 0usize;
+    let mut handles: Vec<Option<JoinHandle<()>>> = Vec::new();
     for (slot, context) in calls {
         let Some(client) = view.node(slot) else {
             let error = format!("{}: no datanode", view.describe(slot));
             if answer(slot, context, Err(error)).is_break() {
-                return;
+                return Vec::new();
             }
             continue;
         };
@@ -44,16 +48,17 @@ pub(crate) async fn fan_out<C, R, Fut>(
         let (tx, n) = (tx.clone(), contexts.len());
         contexts.push(Some((slot, context)));
         outstanding += 1;
-        tokio::spawn(async move {
+        handles.push(Some(tokio::spawn(async move {
             let _ = tx.send((n, call.await));
-        });
+        })));
     }
     drop(tx);
     while outstanding > 0 {
         let Some((n, result)) = rx.recv().await else {
-            return;
+            return Vec::new();
         };
         outstanding -= 1;
+        handles[n] = None;
         let (slot, context) = contexts[n].take().expect("each call answers once");
         let result = result.map_err(|e| {
             if matches!(e, CallError::Rpc(_)) {
@@ -62,7 +67,26 @@ pub(crate) async fn fan_out<C, R, Fut>(
             format!("{}: {e}", view.describe(slot))
         });
         if answer(slot, context, result).is_break() {
-            return;
+            return contexts
+                .into_iter()
+                .zip(handles)
+                .filter_map(|(c, h)| {
+                    let ((slot, context), task) = (c?, h?);
+                    Some(Detached {
+                        slot,
+                        context,
+                        task,
+                    })
+                })
+                .collect();
         }
     }
+    Vec::new()
+}
+
+/// A call still running when the caller stopped waiting.
+pub(crate) struct Detached<C> {
+    pub slot: u32,
+    pub context: C,
+    pub task: JoinHandle<()>,
 }

@@ -52,6 +52,10 @@ impl Fs {
             stats: Arc::new(Stats::default()),
             repair,
             retry: options.retry,
+            hedge_after: options.hedge_after,
+            detached: Arc::new(tokio::sync::Semaphore::new(
+                options.detached_put_bytes.div_ceil(1024).max(1),
+            )),
         };
         Ok(Fs {
             engine: Arc::new(Engine::new(meta, io, options)),

@@ -16,12 +16,15 @@
 use std::collections::BTreeMap;
 use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tessera_datanode::wire::put_segment;
 use tessera_datanode::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult, PutResult};
 use tessera_meta::ObjectRef;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::fanout::fan_out;
@@ -53,7 +56,15 @@ pub struct BlockIo {
     pub(crate) stats: Arc<Stats>,
     pub(crate) repair: RepairQueue,
     pub(crate) retry: RetryPolicy,
+    /// How long a read waits for a replica before asking the next one too.
+    pub(crate) hedge_after: Duration,
+    /// Budget (KiB) for the data of puts left running after a write was
+    /// acknowledged (to replicas slower than the first W).
+    pub(crate) detached: Arc<Semaphore>,
 }
+
+/// Most data held by puts still running after their write was acknowledged.
+pub const DETACHED_PUT_BYTES: usize = 256 << 20;
 
 /// The blocks of a write whose first replica is one slot, packed once.
 struct ReplicaSet {
@@ -127,7 +138,7 @@ impl BlockIo {
             }
             let mut failures = Vec::new();
             let mut gone = false;
-            fan_out(
+            let detached = fan_out(
                 &self.ring,
                 &view,
                 targets,
@@ -171,6 +182,14 @@ impl BlockIo {
                 },
             )
             .await;
+            for d in detached {
+                let bytes = d
+                    .context
+                    .iter()
+                    .map(|&(si, _)| sets[si].segment.len())
+                    .sum();
+                self.detach(object.id, d.slot, bytes, d.task);
+            }
             if gone {
                 return Err(Error::Conflict(format!(
                     "object {} (deleted while being written)",
@@ -202,6 +221,38 @@ impl BlockIo {
             backoff = (backoff * 2).min(self.retry.max);
             view = self.ring.refresh().await;
             round += 1;
+        }
+    }
+
+    /// A put to a replica slower than the first W still runs after its
+    /// write was acknowledged, holding its data. Within the budget it may
+    /// finish; past it, it is cancelled and that replica misses those
+    /// blocks (read repair restores them), so a slow-but-alive node cannot
+    /// make the gateway hold unbounded memory.
+    fn detach(&self, object: u64, slot: u32, bytes: usize, task: JoinHandle<()>) {
+        let kib = bytes.div_ceil(1024).min(u32::MAX as usize) as u32;
+        match self.detached.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => {
+                Stats::add(&self.stats.detached_bytes, bytes as u64);
+                let stats = self.stats.clone();
+                tokio::spawn(async move {
+                    let _ = task.await;
+                    stats
+                        .detached_bytes
+                        .fetch_sub(bytes as u64, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                task.abort();
+                Stats::add(&self.stats.detached_dropped, bytes as u64);
+                tracing::warn!(
+                    object,
+                    slot,
+                    bytes,
+                    "a slow replica's put was cancelled: too much data is waiting on slow replicas"
+                );
+            }
         }
     }
 
@@ -260,40 +311,72 @@ impl BlockIo {
                 }
                 continue;
             }
+            // A group asked of replica `k` can be hedged to a replica none
+            // of its blocks asked yet: the blocks of a group share their
+            // first slot, so that replica is on one slot for all of them.
+            let hedge_after = self.hedge_after;
+            let width = object.width.max(1);
+            let calls: Vec<(u32, (u32, Vec<usize>, Option<(u32, u32)>))> = targets
+                .into_iter()
+                .map(|((slot, k), items)| {
+                    let tried = items.iter().fold(0u64, |t, &i| t | states[i].tried);
+                    let hedge = (0..r).find(|j| tried & (1 << j) == 0).map(|j| {
+                        let first = (slot + width - k % width) % width;
+                        (j, (first + j) % width)
+                    });
+                    (slot, (k, items, hedge))
+                })
+                .collect();
             let mut damaged: Vec<(u32, Vec<u64>)> = Vec::new();
             fan_out(
                 &self.ring,
                 &view,
-                targets
-                    .into_iter()
-                    .map(|((slot, k), items)| (slot, (k, items))),
-                |client, (k, items)| {
-                    let client = client.clone();
+                calls,
+                |client, (k, items, hedge)| {
                     let indices: Vec<u64> = items.iter().map(|&i| range.start + i as u64).collect();
-                    let (id, role) = (object.id, *k as u8);
+                    let primary = fetch(client.clone(), object.id, *k, indices.clone());
+                    let k = *k;
+                    let second = hedge.and_then(|(j, s)| Some((j, view.node(s).cloned()?)));
+                    let stats = self.stats.clone();
+                    let id = object.id;
                     async move {
-                        let results = client.get(id, role, indices).await?;
-                        // The one SHA-256 check of the read path (off the
-                        // runtime unless it is a few blocks).
-                        let bytes = results.len() * BLOCK_SIZE;
-                        Ok(tessera_rpc::compute(bytes, move || {
-                            results
-                                .into_iter()
-                                .map(|r| {
-                                    let ok = !matches!(&r, GetResult::Found(b) if !b.is_valid());
-                                    (r, ok)
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                        .await)
+                        let Some((j, second)) = second else {
+                            return primary.await.map(|r| (k, r));
+                        };
+                        tokio::pin!(primary);
+                        tokio::select! {
+                            r = &mut primary => return r.map(|r| (k, r)),
+                            _ = tokio::time::sleep(hedge_after) => {}
+                        }
+                        // The replica is slow (hung, overloaded): ask the next
+                        // one too and take the first good answer.
+                        Stats::add(&stats.hedged_reads, 1);
+                        let secondary = fetch(second, id, j, indices);
+                        tokio::pin!(secondary);
+                        tokio::select! {
+                            r = &mut primary => match r {
+                                Ok(r) => Ok((k, r)),
+                                Err(e) => secondary.await.map(|r| (j, r)).map_err(|_| e),
+                            },
+                            r = &mut secondary => match r {
+                                Ok(r) => Ok((j, r)),
+                                Err(_) => primary.await.map(|r| (k, r)),
+                            },
+                        }
                     }
                 },
-                |slot, (k, items), result| {
+                |slot, (k, items, _), result| {
                     match result {
-                        Ok(results) => {
+                        Ok((used, results)) => {
                             let mut bad = Vec::new();
                             for (&i, (got, ok)) in items.iter().zip(results) {
                                 let st = &mut states[i];
+                                if used != k {
+                                    // The slow replica may still be asked
+                                    // again if the read needs it.
+                                    st.tried |= 1 << used;
+                                    st.unreachable |= 1 << k;
+                                }
                                 let (seen, block) = match got {
                                     GetResult::Found(_) if !ok => {
                                         bad.push(range.start + i as u64);
@@ -307,10 +390,11 @@ impl BlockIo {
                                 if seen == Seen::Corrupt {
                                     Stats::add(&self.stats.corrupt_seen, 1);
                                 }
-                                st.answer(k, seen, block);
+                                st.answer(used, seen, block);
                             }
                             if !bad.is_empty() {
-                                damaged.push((slot, bad));
+                                let at = (slot + width - k % width + used) % width;
+                                damaged.push((at, bad));
                             }
                         }
                         Err(e) => {
@@ -404,4 +488,27 @@ impl BlockIo {
             }
         }
     }
+}
+
+/// Asks one replica for blocks and checks their SHA-256 (the one check of
+/// the read path; off the runtime unless it is a few blocks). Each result
+/// comes with whether its bytes match.
+async fn fetch(
+    client: tessera_datanode::DatanodeClient,
+    object: u64,
+    k: u32,
+    indices: Vec<u64>,
+) -> std::result::Result<Vec<(GetResult, bool)>, tessera_datanode::api::CallError> {
+    let results = client.get(object, k as u8, indices).await?;
+    let bytes = results.len() * BLOCK_SIZE;
+    Ok(tessera_rpc::compute(bytes, move || {
+        results
+            .into_iter()
+            .map(|r| {
+                let ok = !matches!(&r, GetResult::Found(b) if !b.is_valid());
+                (r, ok)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await)
 }

@@ -21,6 +21,12 @@ pub struct Stats {
     pub read_failures: AtomicU64,
     /// Objects deleted from datanodes by GC.
     pub gc_objects: AtomicU64,
+    /// Reads that asked a second replica because the first was slow.
+    pub hedged_reads: AtomicU64,
+    /// Bytes held by puts still running after their write was acknowledged.
+    pub detached_bytes: AtomicU64,
+    /// Bytes of such puts cancelled because too much was held already.
+    pub detached_dropped: AtomicU64,
 }
 
 impl Stats {

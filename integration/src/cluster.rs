@@ -162,15 +162,19 @@ impl TestCluster {
 
     /// Serves WebDAV over this cluster's `Fs`; returns its address.
     pub async fn webdav(&mut self) -> String {
+        self.webdav_with(tessera::webdav::Limits::default()).await
+    }
+
+    /// [`TestCluster::webdav`] with explicit limits.
+    pub async fn webdav_with(&mut self, limits: tessera::webdav::Limits) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind webdav");
         let addr = listener.local_addr().expect("addr").to_string();
         let stop = CancellationToken::new();
         let fs = self.fs.clone();
         let s = stop.clone();
-        let task =
-            tokio::spawn(
-                async move { tessera::webdav::serve(listener, fs, s.cancelled_owned()).await },
-            );
+        let task = tokio::spawn(async move {
+            tessera::webdav::serve_with(listener, fs, limits, s.cancelled_owned()).await
+        });
         self.webdav = Some((stop, task));
         addr
     }

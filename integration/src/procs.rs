@@ -105,6 +105,23 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP: the process hangs (its sockets stay open) until [`Proc::resume`].
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Proc::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on a PID this handle spawned and has not reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
     /// `kill -9`, then reap.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -320,3 +320,67 @@ async fn f_datanode_killed_while_rewriting_extent_rows() {
         c.restart_datanode(down);
     }
 }
+
+/// (g) A hung datanode (SIGSTOPped: alive, its sockets open, answering
+/// nothing). Reads hedge to the next replica instead of waiting for the
+/// call timeout; writes acknowledged by the other two carry on, and the
+/// data held for the hung node's puts stays within its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g_a_hung_datanode_stalls_neither_reads_nor_memory() {
+    use std::sync::atomic::Ordering;
+    use tessera_gateway::{Fs, FsOptions, Stats};
+    let c = ProcCluster::start(3, R3W2Q2);
+    let budget = 2usize << 20;
+    let options = FsOptions {
+        // Without hedging, each read of a block first on the hung node
+        // would wait this long.
+        datanode_timeout: Duration::from_secs(120),
+        hedge_after: Duration::from_millis(100),
+        detached_put_bytes: budget,
+        chunk_blocks: 1024,
+        ..FsOptions::default()
+    };
+    let fs = Fs::connect(&c.meta_addr(), Transport::new(c.secret()), options)
+        .await
+        .unwrap();
+    let before = tessera_integration::cluster::write_stream(&fs, "before", 8 << 20).await;
+
+    c.datanodes[1].as_ref().unwrap().pause();
+    // Reads: every block whose first replica is the hung node.
+    let read = tokio::time::timeout(
+        Duration::from_secs(60),
+        tessera_integration::cluster::read_stream(&fs, before.clone()),
+    )
+    .await
+    .expect("a read waited on the hung node instead of hedging");
+    assert_eq!(read, 8 << 20);
+    assert!(Stats::get(&fs.stats().hedged_reads) > 0);
+
+    // Writes: acknowledged by the two live nodes; puts to the hung one
+    // hold at most the budget, the rest are cancelled.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let (fs, peak) = (fs.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(Stats::get(&fs.stats().detached_bytes), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let during = tokio::time::timeout(
+        Duration::from_secs(60),
+        tessera_integration::cluster::write_stream(&fs, "during", 32 << 20),
+    )
+    .await
+    .expect("a write stalled on the hung node");
+    sampler.abort();
+    assert!(peak.load(Ordering::Relaxed) <= budget as u64);
+    assert!(
+        Stats::get(&fs.stats().detached_dropped) > 0,
+        "puts to the hung node were never cut off"
+    );
+    c.datanodes[1].as_ref().unwrap().resume();
+    let back = tessera_integration::cluster::read_stream(&fs, during).await;
+    assert_eq!(back, 32 << 20);
+}

@@ -346,3 +346,71 @@ async fn delete_of_the_root_is_refused_and_changes_nothing() {
     assert!(r.status.is_success(), "{}", r.status);
     c.shutdown().await;
 }
+
+/// Sends `head` on a fresh connection and returns what the server sends
+/// back before it closes (or within `within`).
+async fn raw_exchange(addr: &str, head: &[u8], within: std::time::Duration) -> (Vec<u8>, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head).await.unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut b = [0u8; 4096];
+        loop {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (got, closed)
+}
+
+/// A client that never finishes its header (slowloris) is cut off, and
+/// connections past the limit get a clear 503 instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_connections_are_bounded() {
+    use std::time::Duration;
+    let mut c = TestCluster::start(2, Settings::default()).await;
+    let addr = c
+        .webdav_with(tessera::webdav::Limits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_millis(1500),
+        })
+        .await;
+    // Two clients hold both slots with headers they never finish.
+    let partial = b"PROPFIND / HTTP/1.1\r\nHost: x\r\nDepth: 0\r\n";
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let a = addr.clone();
+            tokio::spawn(async move { raw_exchange(&a, partial, Duration::from_secs(20)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (third, closed) = raw_exchange(
+        &addr,
+        b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed, "the refused connection is closed");
+    let third = String::from_utf8_lossy(&third);
+    assert!(third.starts_with("HTTP/1.1 503"), "{third}");
+    // The slow ones are cut off by the header timeout, well before 20 s.
+    for h in holders {
+        let (_, closed) = h.await.unwrap();
+        assert!(closed, "a never-finished header kept its connection open");
+    }
+    // With the slots free again, requests are served.
+    let h = Http::new(&addr);
+    assert!(
+        h.request("OPTIONS", "/", &[], empty())
+            .await
+            .unwrap()
+            .status
+            .is_success()
+    );
+    c.shutdown().await;
+}

@@ -195,7 +195,7 @@ impl MetaStore {
         let commits = counters.clone();
         let fail_write = Arc::new(AtomicU64::new(0));
         let faults = fail_write.clone();
-        let writer = GroupCommit::spawn("meta-writer", MAX_BATCH, move |jobs| {
+        let writer = GroupCommit::spawn("meta-writer", MAX_BATCH, 4 * MAX_BATCH, move |jobs| {
             commit_batch(&wdb, jobs, &faults);
             commits.commits.fetch_add(1, Ordering::Relaxed);
         })
@@ -230,6 +230,7 @@ impl MetaStore {
         let (tx, rx) = oneshot::channel();
         self.writer
             .submit((change, tx))
+            .await
             .map_err(|_| storage("the meta writer has stopped"))?;
         rx.await
             .map_err(|_| storage("the meta writer has stopped"))?

@@ -1,13 +1,17 @@
 //! Group commit: one thread drains a queue of jobs and handles everything
 //! waiting as one batch (one durable transaction), so concurrent callers share
 //! the cost of a disk flush. Meta and the datanode both use it.
+//!
+//! The queue is bounded: when it holds `queue` jobs, [`GroupCommit::submit`]
+//! waits for room, so callers slow down to the disk's pace instead of
+//! piling up memory.
 
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
 pub struct GroupCommit<J: Send + 'static> {
-    tx: Option<mpsc::UnboundedSender<J>>,
+    tx: Option<mpsc::Sender<J>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -18,13 +22,15 @@ pub struct Stopped;
 
 impl<J: Send + 'static> GroupCommit<J> {
     /// Starts a thread that calls `handle` with batches of at most `max_batch`
-    /// jobs, each batch holding everything queued when the previous one ended.
+    /// jobs, each batch holding everything queued when the previous one
+    /// ended. At most `queue` jobs wait (at least `max_batch`).
     pub fn spawn(
         name: &str,
         max_batch: usize,
+        queue: usize,
         mut handle: impl FnMut(Vec<J>) + Send + 'static,
     ) -> std::io::Result<Self> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<J>();
+        let (tx, mut rx) = mpsc::channel::<J>(queue.max(max_batch).max(1));
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -45,9 +51,10 @@ impl<J: Send + 'static> GroupCommit<J> {
         })
     }
 
-    pub fn submit(&self, job: J) -> Result<(), Stopped> {
+    /// Queues `job`, waiting while the queue is full.
+    pub async fn submit(&self, job: J) -> Result<(), Stopped> {
         match &self.tx {
-            Some(tx) => tx.send(job).map_err(|_| Stopped),
+            Some(tx) => tx.send(job).await.map_err(|_| Stopped),
             None => Err(Stopped),
         }
     }
@@ -61,5 +68,43 @@ impl<J: Send + 'static> Drop for GroupCommit<J> {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A stalled committer makes submitters wait once the queue is full,
+    /// and lets them on when it catches up.
+    #[tokio::test]
+    async fn a_full_queue_makes_submitters_wait() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let seen = Arc::new(Mutex::new(0usize));
+        let (g, s) = (gate.clone(), seen.clone());
+        let group = GroupCommit::spawn("test-commit", 2, 4, move |jobs: Vec<u32>| {
+            let _stall = g.lock().unwrap();
+            *s.lock().unwrap() += jobs.len();
+        })
+        .unwrap();
+        // The thread takes one batch (and stalls), then 4 wait in the queue.
+        group.submit(0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for i in 1..=4 {
+            group.submit(i).await.unwrap();
+        }
+        let full = tokio::time::timeout(Duration::from_millis(200), group.submit(5)).await;
+        assert!(full.is_err(), "a submit to a full queue must wait");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), group.submit(5))
+            .await
+            .expect("room once the committer catches up")
+            .unwrap();
+        drop(group);
+        assert_eq!(*seen.lock().unwrap(), 6);
     }
 }

@@ -29,7 +29,7 @@ pub mod server;
 pub use client::{Client, Transport};
 pub use error::Error;
 pub use secret::Secret;
-pub use server::{Payload, Service, serve};
+pub use server::{Limits, Payload, Service, serve, serve_with};
 
 /// Header carrying the cluster secret.
 pub const SECRET_HEADER: &str = "x-tessera-secret";

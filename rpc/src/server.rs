@@ -14,7 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::body::Segments;
 use crate::{MAX_BODY, SECRET_HEADER, Secret, codec};
@@ -47,6 +49,36 @@ pub(crate) const STREAM_WINDOW: u32 = 16 << 20;
 pub(crate) const CONN_WINDOW: u32 = 64 << 20;
 pub(crate) const MAX_FRAME: u32 = 1 << 20;
 
+/// Bounds on what one server holds for its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; past it the server stops accepting
+    /// (clients wait in the listen backlog) until one closes.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long after it is accepted
+    /// is closed (it would hold a slot forever).
+    pub first_byte: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            first_byte: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Waits until `stream` has bytes to read; false if it sent none within
+/// `within` or closed first.
+pub async fn first_byte(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.peek(&mut b)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, then lets
 /// in-flight calls finish.
 pub async fn serve<S: Service>(
@@ -55,10 +87,26 @@ pub async fn serve<S: Service>(
     service: Arc<S>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, secret, service, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit [`Limits`].
+pub async fn serve_with<S: Service>(
+    listener: TcpListener,
+    secret: Secret,
+    service: Arc<S>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let secret = Arc::new(secret);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+            _ = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
@@ -73,22 +121,32 @@ pub async fn serve<S: Service>(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let secret = secret.clone();
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONN_WINDOW)
-            .max_frame_size(MAX_FRAME)
-            .max_send_buf_size(4 << 20)
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |req| {
-                    let service = service.clone();
-                    let secret = secret.clone();
-                    async move { Ok::<_, Infallible>(dispatch(&*service, &secret, peer, req).await) }
-                }),
-            );
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let first_byte = limits.first_byte;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _permit = permit;
+            // hyper would wait for a silent client's preface forever.
+            if !self::first_byte(&stream, first_byte).await {
+                tracing::debug!(service = S::NAME, %peer, "closed a connection that sent nothing");
+                return;
+            }
+            let conn =
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .initial_stream_window_size(STREAM_WINDOW)
+                    .initial_connection_window_size(CONN_WINDOW)
+                    .max_frame_size(MAX_FRAME)
+                    .max_send_buf_size(4 << 20)
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |req| {
+                            let service = service.clone();
+                            let secret = secret.clone();
+                            async move {
+                                Ok::<_, Infallible>(dispatch(&*service, &secret, peer, req).await)
+                            }
+                        }),
+                    );
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(service = S::NAME, %peer, error = %e, "connection ended");
             }
         });

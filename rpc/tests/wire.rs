@@ -148,3 +148,48 @@ async fn garbage_gets_an_error_reply_not_a_panic() {
     let good = t.client::<Echo>(&addr, Duration::from_secs(5));
     assert_eq!(good.call(&(2, vec![])).await.unwrap(), Ok((4, 0)));
 }
+
+/// A server holds a bounded number of connections: past the limit, callers
+/// wait for a free one; a connection that never sends anything is closed
+/// instead of holding its slot forever.
+#[tokio::test]
+async fn connections_are_bounded_and_silent_ones_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let limits = tessera_rpc::Limits {
+        max_connections: 2,
+        first_byte: Duration::from_millis(800),
+    };
+    let secret = Secret::new("the-right-secret-123").unwrap();
+    tokio::spawn(tessera_rpc::serve_with(
+        listener,
+        secret.clone(),
+        Arc::new(Echo),
+        limits,
+        std::future::pending(),
+    ));
+    // Two silent connections take both slots.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Transport::new(secret);
+    let c = t.client::<Echo>(&addr, Duration::from_millis(300));
+    assert!(
+        c.call(&(1, vec![])).await.is_err(),
+        "a third connection was served past the limit"
+    );
+    // The silent ones are closed by the server, which frees the slots.
+    for s in &mut silent {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("the server closes a silent connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let c = t.client::<Echo>(&addr, Duration::from_secs(5));
+    assert_eq!(c.call(&(2, vec![])).await.unwrap(), Ok((4, 0)));
+}

@@ -5,6 +5,8 @@ pub mod errors;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dav_server::{DavConfig, DavHandler};
@@ -13,10 +15,11 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tessera_gateway::{Fs, split_path};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 pub use davfs::{DavFs, Prefetch};
 
@@ -119,41 +122,96 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
     resp.map(|b| b.boxed_unsync())
 }
 
+/// Bounds on what the WebDAV listener holds for its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A client must send a request's whole header within this long (and
+    /// an idle keep-alive connection is closed after it): a slowloris
+    /// cannot hold sockets forever.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Serves WebDAV on `listener` until `shutdown` resolves, then lets open
 /// requests finish.
 pub async fn serve(listener: TcpListener, fs: Fs, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, fs, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit [`Limits`].
+pub async fn serve_with(
+    listener: TcpListener,
+    fs: Fs,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let dav = handler(fs.clone());
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "webdav accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = limits.max_connections, "too many connections: answered 503");
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (dav, fs) = (dav.clone(), fs.clone());
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| {
-                let (dav, fs) = (dav.clone(), fs.clone());
-                async move { Ok::<_, Infallible>(serve_request(&dav, &fs, req).await) }
-            }),
-        );
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| {
+                    let (dav, fs) = (dav.clone(), fs.clone());
+                    async move { Ok::<_, Infallible>(serve_request(&dav, &fs, req).await) }
+                }),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = conn.await;
         });
     }
     drop(listener);
     // Open connections get a while to finish, then are dropped.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// Answers a connection over the limit with a 503 and closes it.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "too many connections to this gateway; retry shortly\n";
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 #[cfg(test)]
