@@ -82,12 +82,15 @@ mod tests {
     /// and lets them on when it catches up.
     #[tokio::test]
     async fn a_full_queue_makes_submitters_wait() {
-        let gate = Arc::new(Mutex::new(()));
-        let held = gate.lock().unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
         let seen = Arc::new(Mutex::new(0usize));
-        let (g, s) = (gate.clone(), seen.clone());
+        let s = seen.clone();
+        let mut first = true;
         let group = GroupCommit::spawn("test-commit", 2, 4, move |jobs: Vec<u32>| {
-            let _stall = g.lock().unwrap();
+            if first {
+                first = false;
+                let _ = gate.recv();
+            }
             *s.lock().unwrap() += jobs.len();
         })
         .unwrap();
@@ -99,7 +102,7 @@ mod tests {
         }
         let full = tokio::time::timeout(Duration::from_millis(200), group.submit(5)).await;
         assert!(full.is_err(), "a submit to a full queue must wait");
-        drop(held);
+        release.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), group.submit(5))
             .await
             .expect("room once the committer catches up")
