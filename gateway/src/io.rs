@@ -316,7 +316,7 @@ impl BlockIo {
             // first slot, so that replica is on one slot for all of them.
             let hedge_after = self.hedge_after;
             let width = object.width.max(1);
-            let calls: Vec<(u32, (u32, Vec<usize>, Option<(u32, u32)>))> = targets
+            let calls: Vec<(u32, ReadGroup)> = targets
                 .into_iter()
                 .map(|((slot, k), items)| {
                     let tried = items.iter().fold(0u64, |t, &i| t | states[i].tried);
@@ -489,6 +489,10 @@ impl BlockIo {
         }
     }
 }
+
+/// One call of a read: replica `k`, the blocks' positions in the read, and
+/// the replica and slot to hedge to, if any.
+type ReadGroup = (u32, Vec<usize>, Option<(u32, u32)>);
 
 /// Asks one replica for blocks and checks their SHA-256 (the one check of
 /// the read path; off the runtime unless it is a few blocks). Each result
