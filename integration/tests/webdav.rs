@@ -414,3 +414,41 @@ async fn slow_headers_are_cut_off_and_connections_are_bounded() {
     );
     c.shutdown().await;
 }
+
+/// A DELETE of a collection that cannot remove one member answers 207
+/// naming only what stayed; what it removed is gone and not reported as a
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_failed_delete_names_what_stayed() {
+    let (c, h) = cluster().await;
+    assert_eq!(
+        h.request("MKCOL", "/d", &[], empty()).await.unwrap().status,
+        StatusCode::CREATED
+    );
+    for name in ["a", "b", "c"] {
+        let put = h.put(&format!("/d/{name}"), pseudo_random(1, 700)).await;
+        assert_eq!(put.unwrap().status, StatusCode::CREATED);
+    }
+    // The next change meta applies (the first unlink) fails in storage.
+    c.meta_store.fail_write_after(1);
+    let r = h.request("DELETE", "/d", &[], empty()).await.unwrap();
+    assert_eq!(r.status.as_u16(), 207, "{}", r.text());
+    let body = r.text();
+    let stayed: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| body.contains(&format!("/d/{n}<")))
+        .collect();
+    assert_eq!(stayed.len(), 1, "exactly the member that failed is named: {body}");
+    assert!(!body.contains("<D:href>/d/</D:href>"), "the collection stayed, but is not a failure of its own: {body}");
+    assert!(!body.contains("204"), "{body}");
+    for name in ["a", "b", "c"] {
+        let got = h.get(&format!("/d/{name}")).await.unwrap().status;
+        let want = if stayed.contains(&name) {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(got, want, "/d/{name}");
+    }
+    c.shutdown().await;
+}
