@@ -32,7 +32,7 @@ pub mod wire;
 pub use api::{DatanodeClient, DatanodeRequest, DatanodeService};
 pub use block::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult, PutResult};
 pub use server::{DatanodeConfig, run};
-pub use store::{BlockStore, StoreStats};
+pub use store::{BlockStore, StoreOptions, StoreStats};
 
 /// Errors a datanode reports as a whole (per-block outcomes travel in replies).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
@@ -41,4 +41,7 @@ pub enum DatanodeError {
     Storage(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// No room for the put: the node keeps its free-space reserve.
+    #[error("datanode full: {0}")]
+    Full(String),
 }

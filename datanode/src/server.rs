@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::DatanodeError;
 use crate::api::DatanodeService;
-use crate::store::BlockStore;
+use crate::store::{BlockStore, StoreOptions};
 
 #[derive(Debug, Clone)]
 pub struct DatanodeConfig {
@@ -23,6 +23,14 @@ pub struct DatanodeConfig {
     pub slot: Option<u32>,
     /// redb page cache, bytes.
     pub cache_bytes: usize,
+    /// The address peers and gateways reach this node at, registered with
+    /// meta. `None`: the address it listens on, which must then be one
+    /// others can reach (not `0.0.0.0`).
+    pub advertise: Option<String>,
+    /// Free space to keep, bytes (`None`: see [`StoreOptions::reserve_bytes`]).
+    pub reserve_bytes: Option<u64>,
+    /// How long tombstones of deleted objects are kept.
+    pub tombstone_ttl: Duration,
 }
 
 impl DatanodeConfig {
@@ -32,13 +40,51 @@ impl DatanodeConfig {
             meta,
             slot: None,
             cache_bytes: 256 << 20,
+            advertise: None,
+            reserve_bytes: None,
+            tombstone_ttl: StoreOptions::default().tombstone_ttl,
+        }
+    }
+
+    /// The address to register: `--advertise`, else the listening address
+    /// if others can reach it.
+    pub fn registered_addr(&self, listening: &str) -> Result<String, DatanodeError> {
+        if let Some(a) = &self.advertise {
+            let ok = match a.parse::<std::net::SocketAddr>() {
+                Ok(s) => !s.ip().is_unspecified() && s.port() != 0,
+                // A host name and a port.
+                Err(_) => a.rsplit_once(':').is_some_and(|(h, p)| {
+                    !h.is_empty()
+                        && h.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+                        && p.parse::<u16>().is_ok_and(|p| p != 0)
+                }),
+            };
+            if !ok {
+                return Err(DatanodeError::Invalid(format!(
+                    "--advertise {a:?} is not an address peers can reach (HOST:PORT, not 0.0.0.0)"
+                )));
+            }
+            return Ok(a.clone());
+        }
+        match listening.parse::<std::net::SocketAddr>() {
+            Ok(s) if s.ip().is_unspecified() => Err(DatanodeError::Invalid(format!(
+                "listening on {listening}, an address peers cannot reach: \
+                 give the address they should use with --advertise HOST:PORT"
+            ))),
+            _ => Ok(listening.to_string()),
         }
     }
 }
 
 pub async fn open(config: &DatanodeConfig) -> Result<BlockStore, DatanodeError> {
-    let (data, cache) = (config.data.clone(), config.cache_bytes);
-    tessera_rpc::blocking(move || BlockStore::open(&data, cache)).await
+    let data = config.data.clone();
+    let options = StoreOptions {
+        cache_bytes: config.cache_bytes,
+        reserve_bytes: config.reserve_bytes,
+        tombstone_ttl: config.tombstone_ttl,
+    };
+    tessera_rpc::blocking(move || BlockStore::open_with(&data, options)).await
 }
 
 /// Serves blocks on `listener` at once and registers with meta in the
@@ -49,11 +95,12 @@ pub async fn run(
     secret: Secret,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DatanodeError> {
-    let store = open(&config).await?;
-    let addr = listener
+    let listening = listener
         .local_addr()
         .map_err(|e| DatanodeError::Storage(e.to_string()))?
         .to_string();
+    let addr = config.registered_addr(&listening)?;
+    let store = open(&config).await?;
     let transport = Transport::new(secret.clone());
     let meta = MetaClient::new(&transport, &config.meta);
     let node_id = store.node_id().to_string();

@@ -8,8 +8,9 @@
 //! ([`BlockStore::report_corrupt`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -32,6 +33,9 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Objects deleted by GC. A get of one answers `Gone`, so a reader still
 /// streaming a replaced file gets an error instead of holes.
 const DELETED: TableDefinition<u64, ()> = TableDefinition::new("deleted");
+/// `(deleted at, object) -> ()`: when each tombstone in [`DELETED`] was
+/// laid, so that old ones are pruned (see [`StoreOptions::tombstone_ttl`]).
+const TOMBSTONES: TableDefinition<(i64, u64), ()> = TableDefinition::new("tombstones");
 /// Table name -> format version (see [`tessera_rpc::formats`]).
 const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
 const TABLE_FORMATS: &[(&str, u32)] = &[
@@ -39,6 +43,7 @@ const TABLE_FORMATS: &[(&str, u32)] = &[
     ("info", 1),
     ("counters", 1),
     ("deleted", 1),
+    ("tombstones", 1),
 ];
 /// The table of the first format: one row per block.
 const OLD_BLOCKS_TABLE: &str = "blocks";
@@ -73,9 +78,133 @@ pub struct StoreStats {
     pub commits: u64,
 }
 
+/// How a block store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb page cache, bytes.
+    pub cache_bytes: usize,
+    /// Free space kept on the data directory's file system: a put that
+    /// would eat into it is refused as "full" before redb runs out of room.
+    /// `None`: 64 MiB, or a sixteenth of a smaller file system.
+    pub reserve_bytes: Option<u64>,
+    /// How long a deleted object's tombstone lasts. While it does, late
+    /// puts into the object are refused and gets answer `Gone`; after, a
+    /// late put could only leave garbage no file refers to.
+    pub tombstone_ttl: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 256 << 20,
+            reserve_bytes: None,
+            tombstone_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Free space as puts are admitted against it.
+#[derive(Default)]
+struct Space {
+    /// The file system is below the reserve: deletes compact the file.
+    near_full: std::sync::atomic::AtomicBool,
+    /// Room promised to puts admitted and not committed yet.
+    pending: AtomicU64,
+}
+
+/// A put's share of [`Space::pending`], given back when it is done.
+struct Admitted<'a>(&'a Space, u64);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
+/// The database, reopened in place when it reports an I/O error (redb
+/// refuses every later commit until it is).
+struct DbCell {
+    path: PathBuf,
+    cache_bytes: usize,
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl DbCell {
+    /// The open database, or an error while it is being reopened.
+    fn get(&self) -> Result<Arc<Database>, DatanodeError> {
+        self.db
+            .read()
+            .expect("db lock")
+            .clone()
+            .ok_or_else(|| storage("the database is being reopened after an I/O error"))
+    }
+
+    /// For the commit thread: the database, reopening it if a previous
+    /// attempt failed.
+    fn get_or_reopen(&self) -> Result<Arc<Database>, DatanodeError> {
+        match self.get() {
+            Ok(db) => Ok(db),
+            Err(_) => self.reopen(),
+        }
+    }
+
+    /// Takes the database out of the cell once readers let go of it
+    /// (waiting briefly); the caller puts one back.
+    fn take(slot: &mut Option<Arc<Database>>) -> Result<Option<Database>, DatanodeError> {
+        let Some(mut old) = slot.take() else {
+            return Ok(None);
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => return Ok(Some(db)),
+                Err(still) if std::time::Instant::now() < deadline => {
+                    old = still;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(still) => {
+                    *slot = Some(still);
+                    return Err(storage("readers hold the database"));
+                }
+            }
+        }
+    }
+
+    /// Compacts the file (blocking readers while it runs).
+    fn compact(&self) -> Result<(), DatanodeError> {
+        let mut slot = self.db.write().expect("db lock");
+        let Some(mut db) = Self::take(&mut slot)? else {
+            return Ok(());
+        };
+        let before = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let result = db.compact().map(|_| ()).map_err(storage);
+        *slot = Some(Arc::new(db));
+        let after = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        tracing::info!(before, after, "compacted the database near a full disk");
+        result
+    }
+
+    /// Closes the database (waiting briefly for readers to let go) and
+    /// opens it again.
+    fn reopen(&self) -> Result<Arc<Database>, DatanodeError> {
+        let mut slot = self.db.write().expect("db lock");
+        drop(Self::take(&mut slot)?);
+        let db = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&self.path)
+            .map_err(|e| storage(format!("reopening {}: {e}", self.path.display())))?;
+        tracing::warn!(path = %self.path.display(), "reopened the database after an I/O error");
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+}
+
 #[derive(Clone)]
 pub struct BlockStore {
-    db: Arc<Database>,
+    db: Arc<DbCell>,
+    reserve_bytes: Option<u64>,
+    space: Arc<Space>,
     path: PathBuf,
     writer: Arc<GroupCommit<Job>>,
     node_id: String,
@@ -92,6 +221,18 @@ fn storage(e: impl std::fmt::Display) -> DatanodeError {
 impl BlockStore {
     /// Opens or creates `dir/blocks.redb`. Blocking.
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<BlockStore, DatanodeError> {
+        Self::open_with(
+            dir,
+            StoreOptions {
+                cache_bytes,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens (or creates) the store in `dir` with explicit options.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<BlockStore, DatanodeError> {
+        let cache_bytes = options.cache_bytes;
         std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let path = dir.join("blocks.redb");
         let db = Database::builder()
@@ -138,7 +279,18 @@ impl BlockStore {
                 formats.insert(t, v).map_err(storage)?;
             }
             tx.open_table(EXTENTS).map_err(storage)?;
-            tx.open_table(DELETED).map_err(storage)?;
+            let deleted = tx.open_table(DELETED).map_err(storage)?;
+            let mut times = tx.open_table(TOMBSTONES).map_err(storage)?;
+            if times.is_empty().map_err(storage)? && !deleted.is_empty().map_err(storage)? {
+                // Tombstones laid before their times were kept: from now.
+                let now = now_ns();
+                for e in deleted.iter().map_err(storage)? {
+                    times
+                        .insert((now, e.map_err(storage)?.0.value()), ())
+                        .map_err(storage)?;
+                }
+            }
+            drop((deleted, times));
             tx.open_table(COUNTERS).map_err(storage)?;
             let mut info = tx.open_table(INFO).map_err(storage)?;
             let existing = info
@@ -157,17 +309,26 @@ impl BlockStore {
             }
         };
         tx.commit().map_err(storage)?;
-        let db = Arc::new(db);
+        let db = Arc::new(DbCell {
+            path: path.clone(),
+            cache_bytes,
+            db: RwLock::new(Some(Arc::new(db))),
+        });
         let wdb = db.clone();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = commits.clone();
+        let ttl = options.tombstone_ttl;
+        let space = Arc::new(Space::default());
+        let measured = space.clone();
         let writer = GroupCommit::spawn("datanode-commit", MAX_BATCH, 2 * MAX_BATCH, move |jobs| {
-            commit(&wdb, jobs);
+            commit(&wdb, jobs, ttl, &measured);
             counted.fetch_add(1, Ordering::Relaxed);
         })
         .map_err(storage)?;
         Ok(BlockStore {
             db,
+            reserve_bytes: options.reserve_bytes,
+            space,
             path,
             writer: Arc::new(writer),
             node_id,
@@ -176,6 +337,38 @@ impl BlockStore {
             damaged_puts: Arc::default(),
             commits,
         })
+    }
+
+    /// Admits a put of `bytes` unless it would eat into the free-space
+    /// reserve (counting puts admitted but not committed yet): a full disk
+    /// is answered "full" at once, before redb fails on it, and the reserve
+    /// stays for deletes, which need room to free room.
+    fn admit(&self, bytes: u64) -> Result<Admitted<'_>, DatanodeError> {
+        // New rows take a little more than their blocks; rows rewritten
+        // copy-on-write take a page each (the reserve covers that).
+        let need = bytes.saturating_add(bytes / 4).max(256 << 10);
+        let pending = self.space.pending.fetch_add(need, Ordering::Relaxed);
+        let admitted = Admitted(&self.space, need);
+        let Some((free, total)) = free_space(self.db.path.parent().unwrap_or(Path::new(".")))
+        else {
+            return Ok(admitted);
+        };
+        let reserve = self
+            .reserve_bytes
+            .unwrap_or_else(|| (64u64 << 20).min(total / 16));
+        let wanted = reserve.saturating_add(pending).saturating_add(need);
+        if free >= wanted {
+            self.space.near_full.store(false, Ordering::Relaxed);
+            return Ok(admitted);
+        }
+        // Deletes from now on compact the file, so that room they free
+        // inside it returns to the file system.
+        self.space.near_full.store(true, Ordering::Relaxed);
+        Err(DatanodeError::Full(format!(
+            "{free} bytes free on {}, {reserve} kept in reserve, {pending} promised to writes \
+             in progress; cannot take {bytes} more",
+            self.db.path.display()
+        )))
     }
 
     /// The id this node registers under, kept in its data directory.
@@ -190,6 +383,7 @@ impl BlockStore {
         // few blocks) before the commit thread sees anything; sort for the
         // row merge meanwhile.
         let bytes = items.iter().map(|i| i.block.data.len()).sum();
+        let _admitted = self.admit(bytes as u64)?;
         let (mut good, damaged) = tessera_rpc::compute(bytes, move || {
             let mut good = Vec::with_capacity(items.len());
             let mut damaged = Vec::new();
@@ -241,7 +435,7 @@ impl BlockStore {
                 "block indices must be strictly increasing".into(),
             ));
         }
-        let db = self.db.clone();
+        let db = self.db.get()?;
         let (batch, corrupt) = tessera_rpc::blocking(move || {
             let tx = db.begin_read().map_err(storage)?;
             let table = tx.open_table(EXTENTS).map_err(storage)?;
@@ -293,7 +487,7 @@ impl BlockStore {
     }
 
     pub async fn stats(&self) -> Result<StoreStats, DatanodeError> {
-        let db = self.db.clone();
+        let db = self.db.get()?;
         let path = self.path.clone();
         let (blocks, rows, bytes) =
             tessera_rpc::blocking(move || -> Result<(u64, u64, u64), DatanodeError> {
@@ -476,16 +670,53 @@ fn merge_row(
 }
 
 /// Applies a batch of jobs in one durable transaction, then answers each.
-fn commit(db: &Database, jobs: Vec<Job>) {
-    let result = (|| -> Result<Vec<JobOutcome>, DatanodeError> {
+/// A failed commit (a full disk, an I/O error) answers every job with the
+/// error, changes nothing, and reopens the database: redb refuses every
+/// later transaction of a database that saw an I/O error, so the node
+/// would stay broken after the cause went away.
+fn commit(cell: &DbCell, jobs: Vec<Job>, tombstone_ttl: Duration, space: &Space) {
+    let result = cell
+        .get_or_reopen()
+        .and_then(|db| apply_jobs(&db, &jobs, tombstone_ttl))
+        .map_err(|e| match e {
+            DatanodeError::Storage(m) if m.contains("os error 28") => {
+                DatanodeError::Full(format!("the disk is full: {m}"))
+            }
+            e => e,
+        });
+    if result.is_err()
+        && let Err(e) = cell.reopen()
+    {
+        tracing::error!(error = %e, "cannot reopen the database; will retry on the next write");
+    }
+    let deleted = jobs.iter().any(|j| matches!(j, Job::Delete(..)));
+    let compact = result.is_ok() && deleted && space.near_full.load(Ordering::Relaxed);
+    answer_jobs(jobs, result);
+    // redb reuses freed pages but never shrinks its file: near a full disk,
+    // room that deletes freed inside it is given back to the file system.
+    if compact {
+        match cell.compact() {
+            Ok(()) => space.near_full.store(false, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "cannot compact the database"),
+        }
+    }
+}
+
+fn apply_jobs(
+    db: &Database,
+    jobs: &[Job],
+    tombstone_ttl: Duration,
+) -> Result<Vec<JobOutcome>, DatanodeError> {
+    {
         let mut tx = db.begin_write().map_err(storage)?;
         tx.set_durability(Durability::Immediate).map_err(storage)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         {
             let mut table = tx.open_table(EXTENTS).map_err(storage)?;
             let mut deleted = tx.open_table(DELETED).map_err(storage)?;
+            let mut times = tx.open_table(TOMBSTONES).map_err(storage)?;
             let mut blocks_delta = 0i64;
-            for job in &jobs {
+            for job in jobs {
                 outcomes.push(match job {
                     Job::Put(items, _) => {
                         let mut results = Vec::with_capacity(items.len());
@@ -521,8 +752,12 @@ fn commit(db: &Database, jobs: Vec<Job>) {
                     }
                     Job::Delete(objects, _) => {
                         let mut removed = 0u64;
+                        let now = now_ns();
+                        prune_tombstones(&mut deleted, &mut times, now, tombstone_ttl)?;
                         for &o in objects {
-                            deleted.insert(o, ()).map_err(storage)?;
+                            if deleted.insert(o, ()).map_err(storage)?.is_none() {
+                                times.insert((now, o), ()).map_err(storage)?;
+                            }
                             table
                                 .retain_in(
                                     (o, 0, 0)..=(o, u8::MAX, u64::MAX),
@@ -556,7 +791,10 @@ fn commit(db: &Database, jobs: Vec<Job>) {
         }
         tx.commit().map_err(storage)?;
         Ok(outcomes)
-    })();
+    }
+}
+
+fn answer_jobs(jobs: Vec<Job>, result: Result<Vec<JobOutcome>, DatanodeError>) {
     match result {
         Ok(outcomes) => {
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -590,4 +828,48 @@ fn commit(db: &Database, jobs: Vec<Job>) {
 enum JobOutcome {
     Put(Vec<(usize, PutResult)>),
     Delete(u64),
+}
+
+/// Forgets tombstones laid more than `ttl` before `now`.
+fn prune_tombstones(
+    deleted: &mut redb::Table<u64, ()>,
+    times: &mut redb::Table<(i64, u64), ()>,
+    now: i64,
+    ttl: Duration,
+) -> Result<(), DatanodeError> {
+    let cutoff = now.saturating_sub(ttl.as_nanos().min(i64::MAX as u128) as i64);
+    let old: Vec<(i64, u64)> = times
+        .range(..(cutoff, 0))
+        .map_err(storage)?
+        .map(|e| e.map(|(k, _)| k.value()).map_err(storage))
+        .collect::<Result<_, _>>()?;
+    for (at, object) in old {
+        times.remove((at, object)).map_err(storage)?;
+        deleted.remove(object).map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+/// Bytes free for unprivileged use and the size of the file system holding
+/// `dir`; `None` if it cannot be asked.
+fn free_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((
+        (st.f_bavail as u64).saturating_mul(frsize),
+        (st.f_blocks as u64).saturating_mul(frsize),
+    ))
 }

@@ -279,3 +279,33 @@ fn the_old_format_is_refused_clearly() {
         .collect();
     assert_eq!(names, ["blocks"]);
 }
+
+/// A deleted object's tombstone refuses late puts (they must not bring its
+/// blocks back) until it is older than the TTL; then a later delete prunes
+/// it, so tombstones do not pile up forever.
+#[tokio::test]
+async fn tombstones_refuse_late_puts_then_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        cache_bytes: 8 << 20,
+        tombstone_ttl: std::time::Duration::from_millis(200),
+        ..StoreOptions::default()
+    };
+    let s = BlockStore::open_with(dir.path(), options).unwrap();
+    s.put(vec![w(1, 0, 5, b"a")]).await.unwrap();
+    assert_eq!(s.delete_objects(vec![1]).await.unwrap(), 1);
+    assert_eq!(
+        s.put(vec![w(1, 0, 6, b"late")]).await.unwrap(),
+        [PutResult::Gone]
+    );
+    assert_eq!(s.get(1, 0, vec![0]).await.unwrap(), [GetResult::Gone]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The next delete prunes tombstones past their TTL.
+    s.delete_objects(vec![2]).await.unwrap();
+    assert_eq!(s.get(1, 0, vec![0]).await.unwrap(), [GetResult::Missing]);
+    assert_eq!(s.get(2, 0, vec![0]).await.unwrap(), [GetResult::Gone]);
+    // Tombstones survive a reopen (with their times).
+    drop(s);
+    let s = BlockStore::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(s.get(2, 0, vec![0]).await.unwrap(), [GetResult::Gone]);
+}

@@ -126,6 +126,15 @@ enum Command {
         /// hot data fits).
         #[arg(long, default_value_t = 256)]
         cache_mib: usize,
+        /// The address peers and gateways should use to reach this node
+        /// (needed when listening on 0.0.0.0).
+        #[arg(long, value_name = "HOST:PORT")]
+        advertise: Option<String>,
+        /// Free space to keep on the data directory's file system, in MiB;
+        /// writes that would eat into it are refused as "full" [default:
+        /// 64, or a sixteenth of a smaller file system].
+        #[arg(long, value_name = "MIB")]
+        reserve_mib: Option<u64>,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -224,11 +233,15 @@ async fn run(cli: Cli) -> Result<()> {
             meta,
             slot,
             cache_mib,
+            advertise,
+            reserve_mib,
             secret,
         } => {
             let mut config = DatanodeConfig::new(data, meta);
             config.slot = slot;
             config.cache_bytes = cache_mib << 20;
+            config.advertise = advertise;
+            config.reserve_bytes = reserve_mib.map(|m| m << 20);
             servers::datanode(&listen, config, secret.resolve()?, shutdown).await
         }
         Command::Gateway {

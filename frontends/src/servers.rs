@@ -43,6 +43,7 @@ pub async fn datanode(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let (listener, addr) = bind(listen, "datanode").await?;
+    config.registered_addr(&addr.to_string())?;
     let store = tessera_datanode::server::open(&config).await?;
     drop(store); // opened once to fail early on a bad data directory; run reopens it
     println!("tessera datanode listening on {addr}");

@@ -10,13 +10,71 @@ fn tessera(args: &[&str]) -> std::process::Output {
         .expect("run tessera")
 }
 
+/// `--help` lists each command in its Commands section, and each command's
+/// own `--help` runs and shows its usage line.
 #[test]
 fn help_lists_the_commands() {
     let out = tessera(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     for cmd in ["up", "meta", "datanode", "gateway"] {
-        assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
+        assert!(listed.contains(&cmd), "Commands: lacks {cmd}: {listed:?}");
+        let out = tessera(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help failed");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains(&format!("Usage: tessera {cmd}")),
+            "{cmd} --help:\n{help}"
+        );
+    }
+}
+
+/// A datanode listening on an address peers cannot reach must be told the
+/// one to register (`--advertise`) instead of registering 0.0.0.0.
+#[test]
+fn a_datanode_on_a_wildcard_address_needs_advertise() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-secret-of-enough-length-123").unwrap();
+    let data = dir.path().join("d");
+    let out = tessera(&[
+        "datanode",
+        "--listen",
+        "0.0.0.0:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--meta",
+        "127.0.0.1:1",
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--advertise"), "{err}");
+    for bad in ["0.0.0.0:7000", "host:0", "nonsense"] {
+        let out = tessera(&[
+            "datanode",
+            "--listen",
+            "0.0.0.0:0",
+            "--advertise",
+            bad,
+            "--data",
+            data.to_str().unwrap(),
+            "--meta",
+            "127.0.0.1:1",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "--advertise {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--advertise"), "{bad}: {err}");
     }
 }
 

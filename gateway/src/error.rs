@@ -41,8 +41,12 @@ pub enum Error {
     },
     #[error("metadata service unavailable: {0}")]
     MetaUnavailable(String),
-    #[error("not enough datanodes: {0}")]
+    /// Datanodes a write needs are full (WebDAV 507, FUSE ENOSPC).
+    #[error("no space: {0}")]
     NoSpace(String),
+    /// Fewer datanodes have joined than the settings need (WebDAV 503).
+    #[error("not enough datanodes: {0}")]
+    TooFewDatanodes(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -60,7 +64,7 @@ impl From<MetaError> for Error {
             }
             MetaError::Invalid(m) => Error::Invalid(m),
             MetaError::Conflict(m) | MetaError::Busy(m) => Error::Conflict(m),
-            MetaError::Settings(m) => Error::NoSpace(m),
+            MetaError::Settings(m) => Error::TooFewDatanodes(m),
             MetaError::Storage(m) => Error::Internal(format!("meta: {m}")),
         }
     }

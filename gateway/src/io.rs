@@ -20,6 +20,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tessera_datanode::DatanodeError;
+use tessera_datanode::api::CallError;
 use tessera_datanode::wire::put_segment;
 use tessera_datanode::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult, PutResult};
 use tessera_meta::ObjectRef;
@@ -119,6 +121,8 @@ impl BlockIo {
         let mut backoff = self.retry.first;
         let mut blocked: Option<BlockedGuard> = None;
         let mut round = 0u32;
+        // Slots that answered "full": not asked again by this write.
+        let mut full: BTreeMap<u32, String> = BTreeMap::new();
         loop {
             // Per slot, the replica sets it holds whose blocks it has not
             // acknowledged yet (first round: all of them), each with its
@@ -130,8 +134,8 @@ impl BlockIo {
                         .blocks
                         .iter()
                         .any(|&i| tally.is_short(i) && !tally.has(i, k));
-                    if round == 0 || wanted {
-                        let slot = (set.first + k) % width;
+                    let slot = (set.first + k) % width;
+                    if (round == 0 || wanted) && !full.contains_key(&slot) {
                         targets.entry(slot).or_default().push((si, k));
                     }
                 }
@@ -150,11 +154,19 @@ impl BlockIo {
                         .collect();
                     let roles: Vec<u8> = members.iter().map(|&(_, k)| k as u8).collect();
                     let count = members.iter().map(|&(si, _)| sets[si].blocks.len()).sum();
-                    async move { client.put(segments, roles, count).await }
+                    async move {
+                        match client.put(segments, roles, count).await {
+                            Err(CallError::Datanode(DatanodeError::Full(m))) => Ok(Err(m)),
+                            r => r.map(Ok),
+                        }
+                    }
                 },
                 |slot, members, result| {
                     match result {
-                        Ok(results) => {
+                        Ok(Err(why)) => {
+                            full.insert(slot, format!("{} is full: {why}", view.describe(slot)));
+                        }
+                        Ok(Ok(results)) => {
                             let mut results = results.into_iter();
                             for (si, k) in members {
                                 for &i in &sets[si].blocks {
@@ -205,6 +217,23 @@ impl BlockIo {
                     );
                 }
                 return Ok(());
+            }
+            // A full node will not take its blocks by waiting: if some block
+            // cannot reach W without the full ones, the write fails now.
+            if !full.is_empty() {
+                let stuck = sets.iter().any(|s| {
+                    let usable = (0..r)
+                        .filter(|k| !full.contains_key(&((s.first + k) % width)))
+                        .count() as u32;
+                    usable < w && s.blocks.iter().any(|&i| tally.is_short(i))
+                });
+                if stuck {
+                    return Err(Error::NoSpace(format!(
+                        "object {}: {}",
+                        object.id,
+                        full.values().cloned().collect::<Vec<_>>().join("; ")
+                    )));
+                }
             }
             if blocked.is_none() {
                 blocked = Some(BlockedGuard::new(&self.stats));

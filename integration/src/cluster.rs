@@ -68,6 +68,17 @@ impl TestCluster {
     }
 
     pub async fn start_with(datanodes: u32, settings: Settings, options: FsOptions) -> TestCluster {
+        Self::start_on(datanodes, settings, options, None).await
+    }
+
+    /// Like [`TestCluster::start_with`], with the datanodes' data directories
+    /// under `node_root` (a small file system, say) instead of the temp dir.
+    pub async fn start_on(
+        datanodes: u32,
+        settings: Settings,
+        options: FsOptions,
+        node_root: Option<&std::path::Path>,
+    ) -> TestCluster {
         crate::init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = Secret::new("test-cluster-secret-0123456789").expect("secret");
@@ -92,7 +103,9 @@ impl TestCluster {
         let mut nodes = Vec::new();
         for i in 0..datanodes {
             nodes.push(Node {
-                data: dir.path().join(format!("datanode-{i}")),
+                data: node_root
+                    .unwrap_or(dir.path())
+                    .join(format!("datanode-{i}")),
                 addr: String::new(),
                 running: None,
             });

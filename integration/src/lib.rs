@@ -7,11 +7,13 @@
 //!   with SIGKILL, readiness from the line each server prints.
 //! - [`http`]: a small HTTP/1 client for WebDAV requests.
 //! - [`data`]: deterministic test content.
+//! - [`tmpfs`]: a small tmpfs to fill a disk for real.
 
 pub mod cluster;
 pub mod data;
 pub mod http;
 pub mod procs;
+pub mod tmpfs;
 
 /// Logs for tests: `RUST_LOG=debug cargo test` shows them.
 pub fn init_tracing() {

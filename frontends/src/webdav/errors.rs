@@ -30,9 +30,10 @@ pub fn to_dav_error(e: Error) -> FsError {
         Error::Exists(_) | Error::NotEmpty(_) => FsError::Exists,
         Error::IsADirectory(_) | Error::Invalid(_) | Error::InvalidPath(_) => FsError::Forbidden,
         Error::Conflict(_) | Error::Internal(_) => FsError::GeneralFailure,
-        Error::Unavailable { .. } | Error::Corrupt { .. } | Error::MetaUnavailable(_) => {
-            FsError::IsRemote
-        }
+        Error::Unavailable { .. }
+        | Error::Corrupt { .. }
+        | Error::MetaUnavailable(_)
+        | Error::TooFewDatanodes(_) => FsError::IsRemote,
         Error::NoSpace(_) => FsError::InsufficientStorage,
     };
     if matches!(
@@ -52,7 +53,9 @@ pub fn refine(status: StatusCode, err: &Error) -> Option<(StatusCode, String)> {
         return None;
     }
     let code = match err {
-        Error::Unavailable { .. } | Error::MetaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unavailable { .. } | Error::MetaUnavailable(_) | Error::TooFewDatanodes(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Error::Corrupt { .. } => StatusCode::BAD_GATEWAY,
         Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
         _ => status,

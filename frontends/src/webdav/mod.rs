@@ -112,6 +112,7 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
         );
     }
     let own = DavFs::for_request(fs.clone(), prefetch_for(&req));
+    let req = req.map(|b| DrainOnDrop(Some(b)));
     let config = DavConfig::new().filesystem(Box::new(own));
     let (resp, err) = errors::with_error_slot(dav.handle_with(config, req)).await;
     if let Some(err) = err
@@ -120,6 +121,68 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
         return text(status, msg);
     }
     resp.map(|b| b.boxed_unsync())
+}
+
+/// A request body that, if the request is answered before all of it was
+/// read (a PUT refused half-way: 507, 412), reads and discards the rest in
+/// the background for a while. Closing at once would reset the connection
+/// with the client's bytes unread, and the client would see "connection
+/// reset" instead of the answer (a lingering close, as Apache does).
+struct DrainOnDrop(Option<Incoming>);
+
+/// Most a refused upload is drained, in bytes and time.
+const DRAIN_BYTES: u64 = 1 << 30;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+impl http_body::Body for DrainOnDrop {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.0.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_else(|| http_body::SizeHint::with_exact(0))
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take() else {
+            return;
+        };
+        if http_body::Body::is_end_stream(&body) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(DRAIN_TIME, async {
+                    let mut seen = 0u64;
+                    while let Some(Ok(frame)) = body.frame().await {
+                        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if seen > DRAIN_BYTES {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+    }
 }
 
 /// Bounds on what the WebDAV listener holds for its clients.
