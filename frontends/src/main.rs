@@ -1,11 +1,13 @@
 //! The `tessera` command: parses arguments and calls library functions.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tessera::{servers, up};
 use tessera_datanode::DatanodeConfig;
+use tessera_gateway::FsOptions;
 use tessera_meta::Settings;
 use tessera_rpc::Secret;
 use tokio_util::sync::CancellationToken;
@@ -146,6 +148,14 @@ enum Command {
         /// Address to serve WebDAV on.
         #[arg(long)]
         webdav: String,
+        /// Seconds a replaced or deleted file's data stays readable (for
+        /// readers that opened it) before GC deletes it.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        gc_grace: u64,
+        /// Seconds an upload may take before its unfinished data is
+        /// collected (a long upload renews it while it streams).
+        #[arg(long, value_name = "SECS", default_value_t = 6 * 3600)]
+        upload_ttl: u64,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -247,12 +257,20 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Gateway {
             meta,
             webdav,
+            gc_grace,
+            upload_ttl,
             secret,
         } => {
+            let options = FsOptions {
+                gc_grace: Duration::from_secs(gc_grace),
+                pending_ttl: Duration::from_secs(upload_ttl.max(1)),
+                ..FsOptions::default()
+            };
             servers::gateway(
                 &meta,
                 &webdav,
                 secret.resolve().context("gateway")?,
+                options,
                 shutdown,
             )
             .await

@@ -77,9 +77,10 @@ pub async fn gateway(
     meta: &str,
     webdav: &str,
     secret: Secret,
+    options: FsOptions,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let fs = connect_fs(meta, secret, FsOptions::default(), Duration::from_secs(30)).await?;
+    let fs = connect_fs(meta, secret, options, Duration::from_secs(30)).await?;
     let workers = fs.start_background(shutdown.clone());
     let (listener, addr) = bind(webdav, "webdav").await?;
     println!("tessera gateway listening on http://{addr}/ (WebDAV)");

@@ -96,6 +96,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// Whether the process is still running (not exited or killed).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGTERM (a clean shutdown), then reap.
     pub fn terminate(&mut self) {
         // SAFETY: kill(2) on a PID this handle spawned and has not reaped.
@@ -159,11 +164,18 @@ pub struct ProcCluster {
     pub datanodes: Vec<Option<Proc>>,
     pub gateway: Option<Proc>,
     settings: Vec<String>,
+    /// Extra flags for `tessera gateway`.
+    gateway_args: Vec<String>,
 }
 
 impl ProcCluster {
     /// `settings`: e.g. `["--replicas", "2", "--write-quorum", "2", "--read-quorum", "1"]`.
     pub fn start(datanodes: usize, settings: &[&str]) -> ProcCluster {
+        Self::start_with(datanodes, settings, &[])
+    }
+
+    /// Like [`ProcCluster::start`], with extra flags for the gateway.
+    pub fn start_with(datanodes: usize, settings: &[&str], gateway_args: &[&str]) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, "process-test-secret-0123456789\n").expect("secret");
@@ -176,6 +188,7 @@ impl ProcCluster {
             datanodes: Vec::new(),
             gateway: None,
             settings,
+            gateway_args: gateway_args.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..datanodes {
             let p = c.spawn_datanode(i);
@@ -225,19 +238,17 @@ impl ProcCluster {
     }
 
     pub fn start_gateway(&mut self) {
-        let g = Proc::start(
+        let mut args = vec![
             "gateway",
-            &[
-                "gateway",
-                "--meta",
-                &self.meta.addr,
-                "--webdav",
-                "127.0.0.1:0",
-                "--secret-file",
-                self.secret_arg(),
-            ],
-            self.dir.path(),
-        );
+            "--meta",
+            &self.meta.addr,
+            "--webdav",
+            "127.0.0.1:0",
+            "--secret-file",
+            self.secret_arg(),
+        ];
+        args.extend(self.gateway_args.iter().map(String::as_str));
+        let g = Proc::start("gateway", &args, self.dir.path());
         self.gateway = Some(g);
     }
 
@@ -279,8 +290,9 @@ impl ProcCluster {
         self.respawn_datanode(i);
     }
 
-    /// Starts datanode `i` on its data and waits until it registers again.
-    fn respawn_datanode(&mut self, i: usize) {
+    /// Starts datanode `i` (stopped) on its data and waits until it
+    /// registers again.
+    pub fn respawn_datanode(&mut self, i: usize) {
         let before = self.datanode_registrations(i);
         self.datanodes[i] = Some(self.spawn_datanode(i));
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
