@@ -52,13 +52,17 @@ pub fn refine(status: StatusCode, err: &Error) -> Option<(StatusCode, String)> {
     if !status.is_server_error() {
         return None;
     }
+    // Only an error that explains a server-side failure replaces it; any
+    // other one recorded on the way (a lookup that found nothing before a
+    // create, say) is not the cause.
     let code = match err {
         Error::Unavailable { .. } | Error::MetaUnavailable(_) | Error::TooFewDatanodes(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         Error::Corrupt { .. } => StatusCode::BAD_GATEWAY,
         Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
-        _ => status,
+        Error::Conflict(_) | Error::Internal(_) => status,
+        _ => return None,
     };
     Some((code, format!("{err}\n")))
 }

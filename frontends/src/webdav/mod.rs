@@ -87,6 +87,86 @@ pub fn check_path(raw: &str) -> Result<(), String> {
     split_path(&path).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Most bytes of a request line and headers (and of one read buffer).
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// Most byte ranges one GET may ask for (Apache allows 200).
+const MAX_RANGES: usize = 64;
+
+/// Refuses headers that are malformed or abusive before dav-server reads
+/// them: a `Depth` other than 0, 1 or infinity; a `Destination` that is not
+/// a URL or path, or whose path is malformed or climbs above the root; a
+/// `Range` of more than [`MAX_RANGES`] parts.
+pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
+    if let Some(d) = headers.get("depth") {
+        let ok = d.to_str().is_ok_and(|d| {
+            matches!(
+                d.trim().to_ascii_lowercase().as_str(),
+                "0" | "1" | "infinity"
+            )
+        });
+        if !ok {
+            return Err(format!("bad Depth header {d:?}: use 0, 1 or infinity"));
+        }
+    }
+    if let Some(dest) = headers.get("destination") {
+        let dest = dest
+            .to_str()
+            .map_err(|_| "the Destination header is not text".to_string())?;
+        let uri: http::Uri = dest
+            .parse()
+            .map_err(|_| format!("the Destination header {dest:?} is not a URL or path"))?;
+        if uri.path().is_empty() || !uri.path().starts_with('/') {
+            return Err(format!(
+                "the Destination header {dest:?} has no absolute path"
+            ));
+        }
+        check_path(uri.path()).map_err(|m| format!("Destination: {m}"))?;
+    }
+    if let Some(range) = headers.get("range") {
+        let parts = range.as_bytes().iter().filter(|b| **b == b',').count() + 1;
+        if parts > MAX_RANGES {
+            return Err(format!(
+                "{parts} ranges in one Range header; at most {MAX_RANGES}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The authority of a `Destination` that names a server other than the
+/// one the request was sent to (its `Host`).
+fn foreign_destination(headers: &http::HeaderMap) -> Option<String> {
+    let dest: http::Uri = headers.get("destination")?.to_str().ok()?.parse().ok()?;
+    let authority = dest.authority()?.as_str().to_ascii_lowercase();
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.to_ascii_lowercase());
+    (host.as_deref() != Some(authority.as_str())).then_some(authority)
+}
+
+/// Whether a COPY or MOVE would land on its own source or inside it (a
+/// collection copied into itself would copy its own copy).
+fn destination_within_source(source: &str, headers: &http::HeaderMap) -> bool {
+    let components = |raw: &str| {
+        percent_decode(raw)
+            .and_then(|p| String::from_utf8(p).ok())
+            .and_then(|p| split_path(&p).ok())
+    };
+    let Some(dest) = headers
+        .get("destination")
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| d.parse::<http::Uri>().ok())
+    else {
+        return false;
+    };
+    match (components(source), components(dest.path())) {
+        (Some(src), Some(dst)) => dst.starts_with(&src),
+        _ => false,
+    }
+}
+
 /// Whether a (valid) request path names the root collection.
 fn is_root(raw: &str) -> bool {
     percent_decode(raw)
@@ -102,6 +182,26 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
     if let Err(msg) = check_path(req.uri().path()) {
         return text(StatusCode::BAD_REQUEST, format!("{msg}\n"));
     }
+    if let Err(msg) = check_headers(req.headers()) {
+        return text(StatusCode::BAD_REQUEST, format!("{msg}\n"));
+    }
+    if matches!(req.method().as_str(), "COPY" | "MOVE")
+        && destination_within_source(req.uri().path(), req.headers())
+    {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the destination is the source or inside it; nothing was changed\n".into(),
+        );
+    }
+    if let Some(other) = foreign_destination(req.headers()) {
+        // RFC 4918 §9.8.5: a destination on another server is a 502.
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the Destination {other:?} is on another server; copy and move stay on this one\n"
+            ),
+        );
+    }
     // dav-server deletes a collection's members before the collection: for
     // the root, that emptied the file system and then answered 403. A
     // refused request must change nothing.
@@ -112,9 +212,22 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
         );
     }
     let own = DavFs::for_request(fs.clone(), prefetch_for(&req));
-    let req = req.map(|b| DrainOnDrop(Some(b)));
+    let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let req = req.map(|b| DrainOnDrop {
+        body: Some(b),
+        failed: body_failed.clone(),
+    });
     let config = DavConfig::new().filesystem(Box::new(own));
     let (resp, err) = errors::with_error_slot(dav.handle_with(config, req)).await;
+    if body_failed.load(std::sync::atomic::Ordering::Relaxed) {
+        // The client's body broke off (shorter than its Content-Length, bad
+        // chunking): the upload failed on the client's side, and nothing
+        // was stored.
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the request body ended early or was malformed; nothing was stored\n".into(),
+        );
+    }
     if let Some(err) = err
         && let Some((status, msg)) = errors::refine(resp.status(), &err)
     {
@@ -128,7 +241,11 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
 /// the background for a while. Closing at once would reset the connection
 /// with the client's bytes unread, and the client would see "connection
 /// reset" instead of the answer (a lingering close, as Apache does).
-struct DrainOnDrop(Option<Incoming>);
+struct DrainOnDrop {
+    body: Option<Incoming>,
+    /// Set when reading the body failed (it ended early, or was malformed).
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
 
 /// Most a refused upload is drained, in bytes and time.
 const DRAIN_BYTES: u64 = 1 << 30;
@@ -142,18 +259,23 @@ impl http_body::Body for DrainOnDrop {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        match self.0.as_mut() {
+        let polled = match self.body.as_mut() {
             Some(b) => std::pin::Pin::new(b).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
+            None => return std::task::Poll::Ready(None),
+        };
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.0
+        self.body
             .as_ref()
             .map(|b| b.size_hint())
             .unwrap_or_else(|| http_body::SizeHint::with_exact(0))
@@ -162,7 +284,7 @@ impl http_body::Body for DrainOnDrop {
 
 impl Drop for DrainOnDrop {
     fn drop(&mut self) {
-        let Some(mut body) = self.0.take() else {
+        let Some(mut body) = self.body.take() else {
             return;
         };
         if http_body::Body::is_end_stream(&body) {
@@ -244,6 +366,9 @@ pub async fn serve_with(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            // Request line and headers past this are refused (431), as
+            // Apache refuses fields past 8 KiB.
+            .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(
                 TokioIo::new(stream),
                 service_fn(move |req| {
