@@ -24,6 +24,15 @@ async fn raw(addr: &str, bytes: &[u8], close_write: bool) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// A raw reply that is a refusal: a closed connection or a clean 4xx.
+fn assert_raw_refused(what: &str, reply: &str) {
+    assert!(
+        reply.is_empty() || (400..500).contains(&status_of(reply)),
+        "{what}: {reply}"
+    );
+    assert_clean(what, reply);
+}
+
 fn status_of(reply: &str) -> u16 {
     reply
         .split_whitespace()
@@ -187,11 +196,7 @@ async fn hostile_webdav_requests_get_4xx_and_change_nothing() {
     // Over-long paths and headers, a negative length, a body cut short.
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a/".repeat(50_000));
     let reply = raw(&addr, long.as_bytes(), false).await;
-    assert!(
-        reply.is_empty() || (400..500).contains(&status_of(&reply)),
-        "100 KB path: {reply}"
-    );
-    assert_clean("100 KB path", &reply);
+    assert_raw_refused("100 KB path", &reply);
     let r = h.get(&format!("/{}", "abc/".repeat(1000))).await.unwrap();
     assert_refused("a 4 KB path of missing names", &r);
     let big = format!(
@@ -199,31 +204,21 @@ async fn hostile_webdav_requests_get_4xx_and_change_nothing() {
         "b".repeat(200_000)
     );
     let reply = raw(&addr, big.as_bytes(), false).await;
-    assert!(
-        reply.is_empty() || (400..500).contains(&status_of(&reply)),
-        "200 KB header: {reply}"
-    );
-    assert_clean("200 KB header", &reply);
+    assert_raw_refused("200 KB header", &reply);
     let neg = raw(
         &addr,
         b"PUT /neg.bin HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\nhello",
         false,
     )
     .await;
-    assert!(
-        neg.is_empty() || (400..500).contains(&status_of(&neg)),
-        "negative length: {neg}"
-    );
+    assert_raw_refused("negative length", &neg);
     let cut = raw(
         &addr,
         b"PUT /cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nonly a few bytes",
         true,
     )
     .await;
-    assert!(
-        cut.is_empty() || (400..500).contains(&status_of(&cut)),
-        "short body: {cut}"
-    );
+    assert_raw_refused("short body", &cut);
 
     // Nothing changed, and everything still answers.
     tokio::time::sleep(Duration::from_millis(300)).await;

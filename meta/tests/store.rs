@@ -63,6 +63,12 @@ async fn lease(s: &MetaStore, count: u64) -> Vec<ObjectRef> {
         .collect()
 }
 
+/// The ids of objects queued for GC (any age).
+async fn gc_ids(s: &MetaStore, limit: usize) -> Vec<u64> {
+    let queued = s.gc_list(limit, 0).await.unwrap();
+    queued.iter().map(|e| e.object.id).collect()
+}
+
 fn publish_change(parent: u64, name: &str, object: ObjectRef, size: u64) -> Change {
     Change::Publish {
         parent,
@@ -278,13 +284,7 @@ async fn leases_need_enough_datanodes_and_each_id_is_published_once() {
     s.apply(Change::Abandon { object: ids[1].id })
         .await
         .unwrap();
-    let gc: Vec<u64> = s
-        .gc_list(5, 0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.object.id)
-        .collect();
+    let gc = gc_ids(&s, 5).await;
     assert_eq!(gc, [ids[1].id]);
     // Nothing is old enough for a grace of an hour.
     assert!(s.gc_list(5, 3600 * 1_000_000_000).await.unwrap().is_empty());
@@ -300,13 +300,7 @@ async fn leases_need_enough_datanodes_and_each_id_is_published_once() {
         panic!()
     };
     assert_eq!(n, 2, "ids[2] and the lease of one");
-    let gc: Vec<u64> = s
-        .gc_list(10, 0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.object.id)
-        .collect();
+    let gc = gc_ids(&s, 10).await;
     assert!(gc.contains(&ids[2].id) && !gc.contains(&ids[0].id));
     let late = inode(&s, publish_change(ROOT_INO, "late", ids[2], 1)).await;
     assert!(matches!(late, Err(MetaError::Conflict(_))), "{late:?}");
@@ -471,13 +465,7 @@ async fn a_change_failing_half_way_leaves_no_trace() {
     s.apply(Change::Abandon { object: ids[0].id })
         .await
         .unwrap();
-    let gc: Vec<u64> = s
-        .gc_list(10, 0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.object.id)
-        .collect();
+    let gc = gc_ids(&s, 10).await;
     assert!(gc.contains(&ids[0].id), "{gc:?}");
 }
 
