@@ -469,3 +469,29 @@ async fn a_partly_failed_delete_names_what_stayed() {
     }
     c.shutdown().await;
 }
+
+/// An upload whose pending record expired under it (its gateway stalled
+/// past the upload TTL) is refused with 409, and publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_outlived_its_ttl_is_refused_with_409() {
+    use std::time::Duration;
+    let options = tessera_gateway::FsOptions {
+        pending_ttl: Duration::from_millis(200),
+        gc_interval: Duration::from_millis(50),
+        ..tessera_integration::cluster::test_options()
+    };
+    let mut c = TestCluster::start_with(3, Settings::default(), options).await;
+    let h = Http::new(&c.webdav().await);
+    let mut put = h.put_streaming("/late.bin");
+    put.send(Bytes::from(pseudo_random(1, 1000))).await.unwrap();
+    // Meta reaps the lease meanwhile.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    put.send(Bytes::from(pseudo_random(2, 1000))).await.unwrap();
+    let status = put.finish().await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        h.get("/late.bin").await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+    c.shutdown().await;
+}

@@ -61,7 +61,11 @@ pub fn refine(status: StatusCode, err: &Error) -> Option<(StatusCode, String)> {
         }
         Error::Corrupt { .. } => StatusCode::BAD_GATEWAY,
         Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
-        Error::Conflict(_) | Error::Internal(_) => status,
+        // Something changed underneath the request (an upload whose
+        // pending record expired, a file replaced mid-write): the client
+        // may retry.
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Internal(_) => status,
         _ => return None,
     };
     Some((code, format!("{err}\n")))
