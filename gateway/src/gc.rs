@@ -9,17 +9,27 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::EngineRef;
 use crate::error::Result;
 
-/// Objects handled per pass.
-const BATCH: u32 = 256;
+/// Objects handled per pass (one delete call to each datanode).
+const BATCH: u32 = 2048;
 
+/// Runs a pass every `gc_interval`, and passes back to back while they come
+/// back full, so a backlog (many replaced files, the unused ids of expired
+/// leases) drains at the datanodes' pace rather than one batch per interval.
 pub async fn run(engine: EngineRef, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(engine.options().gc_interval) => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(e) = once(&engine).await {
-            tracing::debug!(error = %e, "gc pass failed");
+        loop {
+            match once(&engine).await {
+                Ok(n) if n >= BATCH as u64 && !shutdown.is_cancelled() => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "gc pass failed");
+                    break;
+                }
+            }
         }
     }
 }
