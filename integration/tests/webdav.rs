@@ -495,3 +495,69 @@ async fn an_upload_that_outlived_its_ttl_is_refused_with_409() {
     );
     c.shutdown().await;
 }
+
+/// A browser opening a collection gets an HTML listing: names escaped,
+/// links that work, sizes and dates; files download as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_gets_a_listing_of_a_collection() {
+    let (c, h) = cluster().await;
+    let data = pseudo_random(5, 1536);
+    // The name `<b>&"x'.txt`, escaped in the URL.
+    let odd = "/%3Cb%3E%26%22x%27.txt";
+    assert_eq!(
+        h.put(odd, data.clone()).await.unwrap().status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.request("MKCOL", "/sub%20dir", &[], empty())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.put("/sub%20dir/inner.bin", "12345").await.unwrap().status,
+        StatusCode::CREATED
+    );
+
+    let page = h.get("/").await.unwrap();
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(
+        page.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/html; charset=utf-8")
+    );
+    let html = page.text();
+    assert!(html.contains("&lt;b&gt;&amp;&quot;x&#39;.txt"), "{html}");
+    assert!(
+        !html.contains("<b>"),
+        "a name went into the page unescaped: {html}"
+    );
+    assert!(html.contains(&format!("href=\"{odd}\"")), "{html}");
+    assert!(html.contains("href=\"/sub%20dir/\""), "{html}");
+    assert!(html.contains("1.5 KiB"), "{html}");
+    // Directories first.
+    assert!(html.find("sub dir/").unwrap() < html.find("x&#39;.txt").unwrap());
+    // The links work: the file downloads, the folder lists, with a way up.
+    assert!(h.get(odd).await.unwrap().body == data);
+    // Without the slash, the browser is sent to the collection's URL.
+    let moved = h.get("/sub%20dir").await.unwrap();
+    assert_eq!(moved.status, StatusCode::FOUND);
+    let to = moved.headers.get("location").and_then(|v| v.to_str().ok());
+    assert!(to.is_some_and(|l| l.ends_with("/sub%20dir/")), "{to:?}");
+    let inner = h.get("/sub%20dir/").await.unwrap();
+    assert_eq!(inner.status, StatusCode::OK);
+    let html = inner.text();
+    assert!(html.contains("href=\"/sub%20dir/inner.bin\""), "{html}");
+    assert!(html.contains("href=\"/\">../"), "{html}");
+    assert!(html.contains("5 B"), "{html}");
+    let head = h.request("HEAD", "/", &[], empty()).await.unwrap();
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        h.get("/nothing/").await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+    c.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! The WebDAV front end: dav-server over `Fs`, served by hyper.
 
+mod browse;
 mod davfs;
 pub mod errors;
 
@@ -211,6 +212,8 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
             "the root collection cannot be deleted; nothing was changed\n".into(),
         );
     }
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
     let own = DavFs::for_request(fs.clone(), prefetch_for(&req));
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let req = req.map(|b| DrainOnDrop {
@@ -232,6 +235,31 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
         && let Some((status, msg)) = errors::refine(resp.status(), &err)
     {
         return text(status, msg);
+    }
+    // dav-server has no GET for collections: a browser gets a listing.
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && (method == http::Method::GET || method == http::Method::HEAD)
+        && let Some(page) = browse::listing(fs, &raw_path).await
+    {
+        let body = if method == http::Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(page.clone())
+        };
+        let mut r = Response::new(
+            Full::new(body)
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        );
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(page.len()),
+        );
+        return r;
     }
     resp.map(|b| b.boxed_unsync())
 }
