@@ -54,8 +54,14 @@ fn any_header_value_gets_an_answer_below_500() {
         );
         (c, h, data)
     });
+    // Found by this test: dav-server's If parser indexed past the end of
+    // an unclosed `[` or `<` and panicked the connection's task.
+    for v in ["[", "(<a", "(["] {
+        let r = rt.block_on(h.request("PUT", "/scratch", &[("If", v)], Bytes::from_static(b"x")));
+        assert_eq!(r.unwrap().status, StatusCode::BAD_REQUEST, "If: {v}");
+    }
     let config = ProptestConfig {
-        cases: 300,
+        cases: 1000,
         failure_persistence: None,
         ..ProptestConfig::default()
     };

@@ -124,6 +124,12 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
         }
         check_path(uri.path()).map_err(|m| format!("Destination: {m}"))?;
     }
+    if let Some(v) = headers.get("if") {
+        let v = v
+            .to_str()
+            .map_err(|_| "the If header is not text".to_string())?;
+        check_if(v).map_err(|why| format!("bad If header: {why}"))?;
+    }
     if let Some(range) = headers.get("range") {
         let parts = range.as_bytes().iter().filter(|b| **b == b',').count() + 1;
         if parts > MAX_RANGES {
@@ -131,6 +137,106 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
                 "{parts} ranges in one Range header; at most {MAX_RANGES}"
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks an `If` header against RFC 4918 §10.4 before dav-server parses
+/// it (its parser indexes past the end of an unclosed `<`, `[`):
+/// `If = 1*( [ "<" Resource-Tag ">" ] "(" 1*( ["Not"] ( "<" State-token ">"
+/// | "[" entity-tag "]" ) ) ")" )`.
+pub fn check_if(v: &str) -> Result<(), String> {
+    let b = v.as_bytes();
+    let mut i = 0;
+    let mut lists = 0;
+    let skip = |i: &mut usize| {
+        while *i < b.len() && b" 	".contains(&b[*i]) {
+            *i += 1;
+        }
+    };
+    // A `<...>` (no whitespace inside); returns the index after `>`.
+    let coded = |i: usize| -> Result<usize, String> {
+        let end = b[i + 1..]
+            .iter()
+            .position(|&c| c == b'>' || c.is_ascii_whitespace() || c == b'<')
+            .map(|p| i + 1 + p)
+            .filter(|&e| b[e] == b'>' && e > i + 1)
+            .ok_or("an unclosed or empty <...>")?;
+        Ok(end + 1)
+    };
+    loop {
+        skip(&mut i);
+        if i == b.len() {
+            break;
+        }
+        match b[i] {
+            b'<' => {
+                i = coded(i)?;
+                skip(&mut i);
+                if i == b.len() || b[i] != b'(' {
+                    return Err("a resource tag must be followed by a list".into());
+                }
+            }
+            b'(' => {
+                i += 1;
+                let mut conditions = 0;
+                loop {
+                    skip(&mut i);
+                    if i == b.len() {
+                        return Err("an unclosed list".into());
+                    }
+                    if b[i] == b')' {
+                        if conditions == 0 {
+                            return Err("an empty list".into());
+                        }
+                        i += 1;
+                        break;
+                    }
+                    if b[i..].starts_with(b"Not") {
+                        i += 3;
+                        skip(&mut i);
+                        if i == b.len() {
+                            return Err("Not without a condition".into());
+                        }
+                    }
+                    match b[i] {
+                        b'<' => i = coded(i)?,
+                        b'[' => {
+                            i += 1;
+                            if b[i..].starts_with(b"W/") {
+                                i += 2;
+                            }
+                            if i == b.len() || b[i] != b'"' {
+                                return Err("an entity tag must be quoted".into());
+                            }
+                            let close = b[i + 1..]
+                                .iter()
+                                .position(|&c| c == b'"')
+                                .ok_or("an unclosed entity tag")?;
+                            let tag = &b[i + 1..i + 1 + close];
+                            if tag
+                                .iter()
+                                .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+                            {
+                                return Err("whitespace in an entity tag".into());
+                            }
+                            i += close + 2;
+                            if i == b.len() || b[i] != b']' {
+                                return Err("an unclosed [entity tag]".into());
+                            }
+                            i += 1;
+                        }
+                        _ => return Err("a condition must be <state-token> or [etag]".into()),
+                    }
+                    conditions += 1;
+                }
+                lists += 1;
+            }
+            _ => return Err("expected ( or <".into()),
+        }
+    }
+    if lists == 0 {
+        return Err("no condition list".into());
     }
     Ok(())
 }
@@ -433,6 +539,38 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_headers() {
+        for ok in [
+            "(<opaquelocktoken:a-b>)",
+            "(Not <urn:uuid:x> [\"etag\"])",
+            "<http://h/a> ([W/\"1-2\"]) (<urn:x>)",
+            "  (<a>)(<b>)  ",
+        ] {
+            assert!(check_if(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "[",
+            "(",
+            "<",
+            "(<a",
+            "(<a>",
+            "([\"x\"",
+            "([x])",
+            "()",
+            "<a>",
+            "Not",
+            "(Not)",
+            "(<a b>)",
+            "x",
+            "",
+            "([\"a b\"])",
+            "(<>)",
+        ] {
+            assert!(check_if(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn path_checks() {
