@@ -56,9 +56,16 @@ fn any_header_value_gets_an_answer_below_500() {
     });
     // Found by this test: dav-server's If parser indexed past the end of
     // an unclosed `[` or `<` and panicked the connection's task.
-    for v in ["[", "(<a", "(["] {
-        let r = rt.block_on(h.request("PUT", "/scratch", &[("If", v)], Bytes::from_static(b"x")));
-        assert_eq!(r.unwrap().status, StatusCode::BAD_REQUEST, "If: {v}");
+    // Likewise its entity-tag parser on a lone `"` in If-Match.
+    for (name, v) in [
+        ("If", "["),
+        ("If", "(<a"),
+        ("If", "(["),
+        ("If-Match", "\""),
+        ("If-None-Match", "W/\""),
+    ] {
+        let r = rt.block_on(h.request("PUT", "/scratch", &[(name, v)], Bytes::from_static(b"x")));
+        assert_eq!(r.unwrap().status, StatusCode::BAD_REQUEST, "{name}: {v}");
     }
     let config = ProptestConfig {
         cases: 1000,

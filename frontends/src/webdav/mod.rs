@@ -124,6 +124,14 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
         }
         check_path(uri.path()).map_err(|m| format!("Destination: {m}"))?;
     }
+    for name in ["if-match", "if-none-match"] {
+        if let Some(v) = headers.get(name) {
+            let v = v
+                .to_str()
+                .map_err(|_| format!("the {name} header is not text"))?;
+            check_etag_list(v).map_err(|why| format!("bad {name} header: {why}"))?;
+        }
+    }
     if let Some(v) = headers.get("if") {
         let v = v
             .to_str()
@@ -136,6 +144,27 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
             return Err(format!(
                 "{parts} ranges in one Range header; at most {MAX_RANGES}"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an `If-Match` / `If-None-Match` value (RFC 9110 §13.1): `*`, or
+/// entity tags `[W/]"..."` separated by commas. dav-server's parser panics
+/// on a lone `"`.
+pub fn check_etag_list(v: &str) -> Result<(), String> {
+    if v.trim() == "*" {
+        return Ok(());
+    }
+    for tag in v.split(',') {
+        let tag = tag.trim();
+        let quoted = tag.strip_prefix("W/").unwrap_or(tag);
+        let ok = quoted.len() >= 2
+            && quoted.starts_with('"')
+            && quoted.ends_with('"')
+            && !quoted[1..quoted.len() - 1].contains('"');
+        if !ok {
+            return Err(format!("{tag:?} is not an entity tag"));
         }
     }
     Ok(())
@@ -539,6 +568,16 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etag_lists() {
+        for ok in ["*", "\"a\"", "W/\"a\", \"b\"", "\"\""] {
+            assert!(check_etag_list(ok).is_ok(), "{ok}");
+        }
+        for bad in ["\"", "W/\"", "a", "\"a\",", "\"a\"b\"", ""] {
+            assert!(check_etag_list(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn if_headers() {
