@@ -8,8 +8,8 @@
 //! ([`BlockStore::report_corrupt`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redb::{
@@ -126,25 +126,29 @@ impl Drop for Admitted<'_> {
 struct DbCell {
     path: PathBuf,
     cache_bytes: usize,
-    db: RwLock<Option<Arc<Database>>>,
+    /// A tokio lock: async readers wait for a reopen or compaction without
+    /// holding a runtime thread; the commit thread takes it blocking.
+    db: tokio::sync::RwLock<Option<Arc<Database>>>,
 }
 
 impl DbCell {
-    /// The open database, or an error while it is being reopened.
-    fn get(&self) -> Result<Arc<Database>, DatanodeError> {
+    /// The open database, waiting (asynchronously) while the commit thread
+    /// reopens or compacts it; an error if a reopen failed.
+    async fn get(&self) -> Result<Arc<Database>, DatanodeError> {
         self.db
             .read()
-            .expect("db lock")
+            .await
             .clone()
-            .ok_or_else(|| storage("the database is being reopened after an I/O error"))
+            .ok_or_else(|| storage("the database could not be reopened after an I/O error"))
     }
 
     /// For the commit thread: the database, reopening it if a previous
     /// attempt failed.
     fn get_or_reopen(&self) -> Result<Arc<Database>, DatanodeError> {
-        match self.get() {
-            Ok(db) => Ok(db),
-            Err(_) => self.reopen(),
+        let open = self.db.blocking_read().clone();
+        match open {
+            Some(db) => Ok(db),
+            None => self.reopen(),
         }
     }
 
@@ -172,7 +176,7 @@ impl DbCell {
 
     /// Compacts the file (blocking readers while it runs).
     fn compact(&self) -> Result<(), DatanodeError> {
-        let mut slot = self.db.write().expect("db lock");
+        let mut slot = self.db.blocking_write();
         let Some(mut db) = Self::take(&mut slot)? else {
             return Ok(());
         };
@@ -187,7 +191,7 @@ impl DbCell {
     /// Closes the database (waiting briefly for readers to let go) and
     /// opens it again.
     fn reopen(&self) -> Result<Arc<Database>, DatanodeError> {
-        let mut slot = self.db.write().expect("db lock");
+        let mut slot = self.db.blocking_write();
         drop(Self::take(&mut slot)?);
         let db = Database::builder()
             .set_cache_size(self.cache_bytes)
@@ -312,7 +316,7 @@ impl BlockStore {
         let db = Arc::new(DbCell {
             path: path.clone(),
             cache_bytes,
-            db: RwLock::new(Some(Arc::new(db))),
+            db: tokio::sync::RwLock::new(Some(Arc::new(db))),
         });
         let wdb = db.clone();
         let commits = Arc::new(AtomicU64::new(0));
@@ -435,7 +439,7 @@ impl BlockStore {
                 "block indices must be strictly increasing".into(),
             ));
         }
-        let db = self.db.get()?;
+        let db = self.db.get().await?;
         let (batch, corrupt) = tessera_rpc::blocking(move || {
             let tx = db.begin_read().map_err(storage)?;
             let table = tx.open_table(EXTENTS).map_err(storage)?;
@@ -487,7 +491,7 @@ impl BlockStore {
     }
 
     pub async fn stats(&self) -> Result<StoreStats, DatanodeError> {
-        let db = self.db.get()?;
+        let db = self.db.get().await?;
         let path = self.path.clone();
         let (blocks, rows, bytes) =
             tessera_rpc::blocking(move || -> Result<(u64, u64, u64), DatanodeError> {
