@@ -6,16 +6,23 @@
 //!
 //! - [`types`]: what crosses the wire: [`Inode`], [`ObjectRef`], [`Settings`], [`RingSlot`], [`MetaError`].
 //! - [`settings`]: validation of R, W, Q.
-//! - [`store`]: the redb file; reads run in `spawn_blocking`, every change goes
-//!   through one writer thread that group-commits concurrent changes.
-//! - [`change`]: the changes (the write half of the API) and their outcomes;
-//!   `apply` applies each inside the write transaction.
+//! - `schema`: the redb tables, their format versions, meta's own records and how records are encoded.
+//! - [`store`]: [`MetaStore`]: opening the redb file, and the writer thread that group-commits concurrent changes.
+//! - `query`: the reads of [`MetaStore`], each in one read transaction inside `spawn_blocking`.
+//! - [`change`]: the changes (the write half of the API) and their outcomes.
+//! - `apply`: applies each change inside the write transaction, dispatching by concern to:
+//!   - `apply::namespace`: create, unlink, rmdir, rename and setattr;
+//!   - `apply::content`: leases of object ids, publish, swap and abandon, and write leases;
+//!   - `apply::queues`: reaping expired upload leases into the GC queue, and emptying it;
+//!   - `apply::ring`: datanodes registering in the ring.
 //! - [`api`]: the request/response enums, the [`MetaService`] handler and the typed [`MetaClient`].
 //! - [`server`]: `run(config, listener, shutdown)` for the `tessera meta` process.
 
 pub mod api;
 mod apply;
 pub mod change;
+mod query;
+mod schema;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -10,47 +10,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use tessera_rpc::group::GroupCommit;
 use tokio::sync::oneshot;
 
 use crate::apply::Tables;
 pub use crate::change::{Change, MAX_LEASE, Outcome};
+use crate::schema::{
+    CONFIG, COUNTERS, DIRENTS, FORMATS, GC, INODES, LEASE_USED, LEASES, RING, TABLE_FORMATS,
+    WRITES, dec, enc, storage,
+};
 use crate::types::*;
-
-pub(crate) const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
-pub(crate) const DIRENTS: TableDefinition<(u64, &str), u64> = TableDefinition::new("dirents");
-pub(crate) const RING: TableDefinition<u32, &[u8]> = TableDefinition::new("ring");
-pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-pub(crate) const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
-pub(crate) const GC: TableDefinition<u64, &[u8]> = TableDefinition::new("gc");
-/// Object ids leased to gateways: first id -> [`crate::apply::Lease`]. A lease is the
-/// pending-upload record of every id in it: an id can be published (or
-/// abandoned) once, while its lease lives; past the upload TTL, the lease's
-/// unused ids go to GC.
-pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
-/// Leased ids already published or abandoned.
-pub(crate) const LEASE_USED: TableDefinition<u64, ()> = TableDefinition::new("lease_used");
-/// Inode -> [`crate::apply::WriteLease`]: who is writing a file in place,
-/// and how far uncommitted writes may have left bytes past its end.
-pub(crate) const WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("writes");
-/// Table name -> format version (see [`tessera_rpc::formats`]).
-const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
-/// The format of each table's records (postcard). Bump a table's version
-/// when its records change, and teach [`dec`]'s callers the old one.
-const TABLE_FORMATS: &[(&str, u32)] = &[
-    ("inodes", 1),
-    ("dirents", 1),
-    ("ring", 1),
-    ("counters", 1),
-    ("config", 1),
-    ("gc", 1),
-    ("leases", 1),
-    ("lease_used", 1),
-    ("writes", 1),
-];
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -61,7 +31,7 @@ type Job = (Change, oneshot::Sender<Result<Outcome, MetaError>>);
 pub struct MetaStore {
     db: Arc<Database>,
     writer: Arc<GroupCommit<Job>>,
-    settings: Settings,
+    pub(crate) settings: Settings,
     counters: Arc<MetaCounters>,
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     fail_write: Arc<AtomicU64>,
@@ -74,20 +44,6 @@ pub struct MetaCounters {
     pub calls: AtomicU64,
     /// Durable commits (each holds every change waiting when it began).
     pub commits: AtomicU64,
-}
-
-pub(crate) fn storage(e: impl std::fmt::Display) -> MetaError {
-    MetaError::Storage(e.to_string())
-}
-
-/// A record as stored: postcard, a documented and stable format.
-pub(crate) fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    tessera_rpc::codec::encode(v)
-}
-
-pub(crate) fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
-    tessera_rpc::codec::decode(b)
-        .map_err(|e| MetaError::Storage(format!("corrupt meta record: {e}")))
 }
 
 impl MetaStore {
@@ -236,7 +192,7 @@ impl MetaStore {
             .map_err(|_| storage("the meta writer has stopped"))?
     }
 
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
@@ -247,213 +203,6 @@ impl MetaStore {
         })
         .await
     }
-
-    pub async fn getattr(&self, ino: u64) -> Result<Inode, MetaError> {
-        self.read(move |tx| {
-            let t = tx.open_table(INODES).map_err(storage)?;
-            get_inode(&t, ino)
-        })
-        .await
-    }
-
-    pub async fn lookup(&self, parent: u64, name: String) -> Result<Inode, MetaError> {
-        self.read(move |tx| {
-            let inodes = tx.open_table(INODES).map_err(storage)?;
-            let dirents = tx.open_table(DIRENTS).map_err(storage)?;
-            let dir = get_inode(&inodes, parent)?;
-            if !dir.is_dir() {
-                return Err(MetaError::NotADirectory(format!("inode {parent}")));
-            }
-            let ino = dirents
-                .get((parent, name.as_str()))
-                .map_err(storage)?
-                .ok_or_else(|| MetaError::NotFound(name.clone()))?
-                .value();
-            get_inode(&inodes, ino)
-        })
-        .await
-    }
-
-    /// Walks `components` from the root in one read transaction.
-    pub async fn resolve(&self, components: Vec<String>) -> Result<Inode, MetaError> {
-        self.read(move |tx| {
-            let (inodes, dirents) = namespace(tx)?;
-            walk(&inodes, &dirents, &components)
-        })
-        .await
-    }
-
-    /// What a create or replace of `components` needs, in one read: the
-    /// directory holding it and what is there now, if anything.
-    pub async fn resolve_parent(
-        &self,
-        mut components: Vec<String>,
-    ) -> Result<(Inode, Option<Inode>), MetaError> {
-        self.read(move |tx| {
-            let (inodes, dirents) = namespace(tx)?;
-            let name = components
-                .pop()
-                .ok_or_else(|| MetaError::Invalid("the root has no parent".into()))?;
-            validate_name(&name)?;
-            let parent = walk(&inodes, &dirents, &components)?;
-            if !parent.is_dir() {
-                return Err(MetaError::NotADirectory(format!(
-                    "/{}",
-                    components.join("/")
-                )));
-            }
-            let existing = match dirents.get((parent.ino, name.as_str())).map_err(storage)? {
-                Some(ino) => Some(get_inode(&inodes, ino.value())?),
-                None => None,
-            };
-            Ok((parent, existing))
-        })
-        .await
-    }
-
-    /// The inode at `components` and, if it is a directory, its entries
-    /// with their inodes: a listing in one read.
-    pub async fn list(
-        &self,
-        components: Vec<String>,
-    ) -> Result<(Inode, Option<Vec<(String, Inode)>>), MetaError> {
-        self.read(move |tx| {
-            let (inodes, dirents) = namespace(tx)?;
-            let inode = walk(&inodes, &dirents, &components)?;
-            let entries = match inode.is_dir() {
-                true => Some(list_dir(&inodes, &dirents, inode.ino)?),
-                false => None,
-            };
-            Ok((inode, entries))
-        })
-        .await
-    }
-
-    /// Entries of a directory with their inodes, in name order.
-    pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Inode)>, MetaError> {
-        self.read(move |tx| {
-            let (inodes, dirents) = namespace(tx)?;
-            let dir = get_inode(&inodes, ino)?;
-            if !dir.is_dir() {
-                return Err(MetaError::NotADirectory(format!("inode {ino}")));
-            }
-            list_dir(&inodes, &dirents, ino)
-        })
-        .await
-    }
-
-    pub async fn ring(&self) -> Result<Ring, MetaError> {
-        let settings = self.settings;
-        self.read(move |tx| {
-            let t = tx.open_table(RING).map_err(storage)?;
-            let mut slots = Vec::new();
-            for e in t.iter().map_err(storage)? {
-                let (_, v) = e.map_err(storage)?;
-                slots.push(dec::<RingSlot>(v.value())?);
-            }
-            Ok(Ring { settings, slots })
-        })
-        .await
-    }
-
-    /// Up to `limit` objects that have waited for GC at least `min_age_ns`
-    /// (by meta's clock, the one that queued them), oldest id first.
-    pub async fn gc_list(&self, limit: usize, min_age_ns: i64) -> Result<Vec<GcEntry>, MetaError> {
-        let before = now_ns().saturating_sub(min_age_ns.max(0));
-        self.read(move |tx| {
-            let t = tx.open_table(GC).map_err(storage)?;
-            let mut out = Vec::new();
-            for e in t.iter().map_err(storage)? {
-                if out.len() >= limit {
-                    break;
-                }
-                let (_, v) = e.map_err(storage)?;
-                let entry = dec::<GcEntry>(v.value())?;
-                if entry.queued <= before {
-                    out.push(entry);
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// (inodes, objects waiting for GC, uploads in progress)
-    pub async fn counts(&self) -> Result<(u64, u64, u64), MetaError> {
-        self.read(move |tx| {
-            let n = |len: Result<u64, redb::StorageError>| len.map_err(storage);
-            Ok((
-                n(tx.open_table(INODES).map_err(storage)?.len())?,
-                n(tx.open_table(GC).map_err(storage)?.len())?,
-                n(tx.open_table(LEASES).map_err(storage)?.len())?,
-            ))
-        })
-        .await
-    }
-}
-
-type ReadInodes = redb::ReadOnlyTable<u64, &'static [u8]>;
-type ReadDirents = redb::ReadOnlyTable<(u64, &'static str), u64>;
-
-fn namespace(tx: &redb::ReadTransaction) -> Result<(ReadInodes, ReadDirents), MetaError> {
-    Ok((
-        tx.open_table(INODES).map_err(storage)?,
-        tx.open_table(DIRENTS).map_err(storage)?,
-    ))
-}
-
-/// The inode at `components`, walking from the root.
-fn walk(
-    inodes: &ReadInodes,
-    dirents: &ReadDirents,
-    components: &[String],
-) -> Result<Inode, MetaError> {
-    let mut cur = get_inode(inodes, ROOT_INO)?;
-    let mut walked = String::new();
-    for c in components {
-        validate_name(c)?;
-        if !cur.is_dir() {
-            return Err(MetaError::NotADirectory(format!("/{walked}")));
-        }
-        walked.push_str(if walked.is_empty() { "" } else { "/" });
-        walked.push_str(c);
-        let ino = dirents
-            .get((cur.ino, c.as_str()))
-            .map_err(storage)?
-            .ok_or_else(|| MetaError::NotFound(format!("/{walked}")))?
-            .value();
-        cur = get_inode(inodes, ino)?;
-    }
-    Ok(cur)
-}
-
-/// The entries of directory `ino` with their inodes, in name order.
-fn list_dir(
-    inodes: &ReadInodes,
-    dirents: &ReadDirents,
-    ino: u64,
-) -> Result<Vec<(String, Inode)>, MetaError> {
-    let mut out = Vec::new();
-    for entry in dirents.range((ino, "")..).map_err(storage)? {
-        let (k, v) = entry.map_err(storage)?;
-        let (p, name) = k.value();
-        if p != ino {
-            break;
-        }
-        out.push((name.to_string(), get_inode(inodes, v.value())?));
-    }
-    Ok(out)
-}
-
-pub(crate) fn get_inode(
-    t: &impl ReadableTable<u64, &'static [u8]>,
-    ino: u64,
-) -> Result<Inode, MetaError> {
-    let v = t
-        .get(ino)
-        .map_err(storage)?
-        .ok_or_else(|| MetaError::NotFound(format!("inode {ino}")))?;
-    dec(v.value())
 }
 
 /// Applies a batch of changes in one durable transaction. A change that

@@ -1,0 +1,227 @@
+//! How each [`Change`] is applied inside meta's write transaction: one
+//! function per change, each validating everything before it writes
+//! anything, so a change that fails leaves no trace while its neighbours in
+//! the batch commit.
+//!
+//! The changes are grouped by concern: [`namespace`] (names and
+//! attributes), [`content`] (object ids, uploads and in-place writes),
+//! [`queues`] (reaping uploads, the GC queue) and [`ring`] (datanodes).
+
+mod content;
+mod namespace;
+mod queues;
+mod ring;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::ReadableTable;
+
+use crate::change::{Change, Outcome};
+use crate::schema::*;
+use crate::types::*;
+
+pub(crate) struct Tables<'t> {
+    inodes: redb::Table<'t, u64, &'static [u8]>,
+    dirents: redb::Table<'t, (u64, &'static str), u64>,
+    ring: redb::Table<'t, u32, &'static [u8]>,
+    counters: redb::Table<'t, &'static str, u64>,
+    config: redb::Table<'t, &'static str, &'static [u8]>,
+    gc: redb::Table<'t, u64, &'static [u8]>,
+    leases: redb::Table<'t, u64, &'static [u8]>,
+    lease_used: redb::Table<'t, u64, ()>,
+    writes: redb::Table<'t, u64, &'static [u8]>,
+    /// Writes made so far in this transaction: a change that fails after
+    /// its first write has left part of itself behind, and the batch is
+    /// redone without it (see `commit_batch`).
+    pub(crate) written: u64,
+    /// Fault injection (tests): when non-zero, the write that brings it to
+    /// zero fails as a storage error would.
+    fail_write: Arc<AtomicU64>,
+}
+
+impl<'t> Tables<'t> {
+    pub(crate) fn open(
+        tx: &'t redb::WriteTransaction,
+        fail_write: Arc<AtomicU64>,
+    ) -> Result<Self, MetaError> {
+        Ok(Tables {
+            inodes: tx.open_table(INODES).map_err(storage)?,
+            dirents: tx.open_table(DIRENTS).map_err(storage)?,
+            ring: tx.open_table(RING).map_err(storage)?,
+            counters: tx.open_table(COUNTERS).map_err(storage)?,
+            config: tx.open_table(CONFIG).map_err(storage)?,
+            gc: tx.open_table(GC).map_err(storage)?,
+            leases: tx.open_table(LEASES).map_err(storage)?,
+            lease_used: tx.open_table(LEASE_USED).map_err(storage)?,
+            writes: tx.open_table(WRITES).map_err(storage)?,
+            written: 0,
+            fail_write,
+        })
+    }
+
+    /// Called before every write to a table.
+    fn wrote(&mut self) -> Result<(), MetaError> {
+        self.written += 1;
+        let n = self.fail_write.load(Ordering::Relaxed);
+        if n > 0 {
+            self.fail_write.store(n - 1, Ordering::Relaxed);
+            if n == 1 {
+                return Err(storage("injected write failure"));
+            }
+        }
+        Ok(())
+    }
+
+    fn next(&mut self, counter: &'static str) -> Result<u64, MetaError> {
+        self.take(counter, 1)
+    }
+
+    /// Takes `n` consecutive values of a counter; returns the first.
+    fn take(&mut self, counter: &'static str, n: u64) -> Result<u64, MetaError> {
+        let v = self
+            .counters
+            .get(counter)
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        let end = v
+            .checked_add(n)
+            .ok_or_else(|| storage(format!("counter {counter} exhausted")))?;
+        self.wrote()?;
+        self.counters.insert(counter, end).map_err(storage)?;
+        Ok(v)
+    }
+
+    /// The cluster-wide version clock: every committed change takes a new value.
+    fn tick(&mut self) -> Result<u64, MetaError> {
+        Ok(self.next("clock")? + 1)
+    }
+
+    fn inode(&self, ino: u64) -> Result<Inode, MetaError> {
+        get_inode(&self.inodes, ino)
+    }
+
+    fn put(&mut self, inode: &Inode) -> Result<(), MetaError> {
+        self.wrote()?;
+        self.inodes
+            .insert(inode.ino, enc(inode).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn entry(&self, parent: u64, name: &str) -> Result<Option<u64>, MetaError> {
+        Ok(self
+            .dirents
+            .get((parent, name))
+            .map_err(storage)?
+            .map(|v| v.value()))
+    }
+
+    fn dir(&self, ino: u64) -> Result<Inode, MetaError> {
+        let d = self.inode(ino)?;
+        if !d.is_dir() {
+            return Err(MetaError::NotADirectory(format!("inode {ino}")));
+        }
+        Ok(d)
+    }
+
+    /// Marks a directory changed (an entry came or went).
+    fn touch_dir(&mut self, ino: u64, now: i64, nlink_delta: i32) -> Result<(), MetaError> {
+        let mut d = self.inode(ino)?;
+        d.mtime = now;
+        d.ctime = now;
+        d.nlink = (d.nlink as i64 + nlink_delta as i64).max(1) as u32;
+        d.version = self.tick()?;
+        self.put(&d)
+    }
+
+    fn queue_gc(&mut self, object: ObjectRef) -> Result<(), MetaError> {
+        if object.is_none() {
+            return Ok(());
+        }
+        let entry = GcEntry {
+            object,
+            queued: now_ns(),
+        };
+        self.wrote()?;
+        self.gc
+            .insert(object.id, enc(&entry).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    pub(crate) fn apply(&mut self, change: Change) -> Result<Outcome, MetaError> {
+        let now = now_ns();
+        match change {
+            Change::Create {
+                parent,
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                target,
+                seed,
+                exclusive,
+            } => self.create(
+                parent, name, kind, mode, uid, gid, target, seed, exclusive, now,
+            ),
+            Change::Unlink { parent, name } => self.unlink(parent, name, now),
+            Change::Rmdir { parent, name } => self.rmdir(parent, name, now),
+            Change::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                no_replace,
+            } => self.rename(parent, &name, new_parent, &new_name, no_replace, now),
+            Change::SetAttr { ino, attr } => self.set_attr(ino, attr, now),
+            Change::Resize {
+                ino,
+                object,
+                size,
+                holder,
+            } => self.resize(ino, object, size, holder, now),
+            Change::LeaseObjects { count } => self.lease_objects(count, now),
+            Change::BeginWrite {
+                ino,
+                end,
+                holder,
+                ttl_ns,
+            } => self.begin_write(ino, end, holder, ttl_ns, now),
+            Change::EndWrite { ino, holder } => self.abort_write(ino, holder),
+            Change::RenewUpload { object } => self.renew_upload(object, now),
+            Change::CommitWrite {
+                ino,
+                object,
+                end,
+                mtime,
+                holder,
+            } => self.commit_write(ino, object, end, mtime, holder, now),
+            Change::SwapObject {
+                ino,
+                expect,
+                object,
+                size,
+                mtime,
+            } => self.swap_object(ino, expect, object, size, mtime, now),
+            Change::Publish {
+                parent,
+                name,
+                object,
+                size,
+                mode,
+                mtime,
+            } => self.publish(parent, name, object, size, mode, mtime, now),
+            Change::Abandon { object } => self.abandon(object),
+            Change::ReapLeases { ttl_ns } => self.reap_leases(ttl_ns, now),
+            Change::GcDone { objects } => self.gc_done(objects),
+            Change::Register {
+                node_id,
+                addr,
+                slot,
+            } => self.register(node_id, addr, slot),
+        }
+    }
+}

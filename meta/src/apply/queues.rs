@@ -1,0 +1,47 @@
+//! The GC queue: the unused ids of expired upload leases go to it, and
+//! objects the collector has deleted leave it.
+
+use redb::ReadableTable;
+
+use super::Tables;
+use crate::change::Outcome;
+use crate::schema::{Lease, dec, storage};
+use crate::types::*;
+
+impl Tables<'_> {
+    pub(super) fn reap_leases(&mut self, ttl_ns: i64, now: i64) -> Result<Outcome, MetaError> {
+        let before = now.saturating_sub(ttl_ns.max(0));
+        let mut expired = Vec::new();
+        for e in self.leases.iter().map_err(storage)? {
+            let (k, v) = e.map_err(storage)?;
+            let lease: Lease = dec(v.value())?;
+            if lease.granted < before {
+                expired.push((k.value(), lease.end));
+            }
+        }
+        let mut collected = 0;
+        for (first, end) in expired {
+            for id in first..end {
+                self.wrote()?;
+                if self.lease_used.remove(id).map_err(storage)?.is_none() {
+                    self.queue_gc(ObjectRef {
+                        id,
+                        ..ObjectRef::NONE
+                    })?;
+                    collected += 1;
+                }
+            }
+            self.wrote()?;
+            self.leases.remove(first).map_err(storage)?;
+        }
+        Ok(Outcome::Count(collected))
+    }
+
+    pub(super) fn gc_done(&mut self, objects: Vec<u64>) -> Result<Outcome, MetaError> {
+        for id in objects {
+            self.wrote()?;
+            self.gc.remove(id).map_err(storage)?;
+        }
+        Ok(Outcome::Done)
+    }
+}

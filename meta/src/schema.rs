@@ -1,0 +1,85 @@
+//! What meta keeps in its redb file: the tables, the format version of each
+//! table's records, meta's own records (upload and write leases) and how
+//! records are encoded.
+
+use redb::{ReadableTable, TableDefinition};
+
+use crate::types::*;
+
+pub(crate) const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+pub(crate) const DIRENTS: TableDefinition<(u64, &str), u64> = TableDefinition::new("dirents");
+pub(crate) const RING: TableDefinition<u32, &[u8]> = TableDefinition::new("ring");
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub(crate) const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
+pub(crate) const GC: TableDefinition<u64, &[u8]> = TableDefinition::new("gc");
+/// Object ids leased to gateways: first id -> [`Lease`]. A lease is the
+/// pending-upload record of every id in it: an id can be published (or
+/// abandoned) once, while its lease lives; past the upload TTL, the lease's
+/// unused ids go to GC.
+pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+/// Leased ids already published or abandoned.
+pub(crate) const LEASE_USED: TableDefinition<u64, ()> = TableDefinition::new("lease_used");
+/// Inode -> [`WriteLease`]: who is writing a file in place,
+/// and how far uncommitted writes may have left bytes past its end.
+pub(crate) const WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("writes");
+/// Table name -> format version (see [`tessera_rpc::formats`]).
+pub(crate) const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
+/// The format of each table's records (postcard). Bump a table's version
+/// when its records change, and teach [`dec`]'s callers the old one.
+pub(crate) const TABLE_FORMATS: &[(&str, u32)] = &[
+    ("inodes", 1),
+    ("dirents", 1),
+    ("ring", 1),
+    ("counters", 1),
+    ("config", 1),
+    ("gc", 1),
+    ("leases", 1),
+    ("lease_used", 1),
+    ("writes", 1),
+];
+
+/// A range of object ids handed to a gateway (see [`LEASES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Lease {
+    pub(crate) end: u64,
+    /// When it was granted, ns since the epoch, by meta's clock.
+    pub(crate) granted: i64,
+}
+
+/// The write lease of one inode and the extent of uncommitted in-place
+/// writes into it (see [`Change::BeginWrite`](crate::change::Change::BeginWrite)). Absent: no lease, and every
+/// byte past the size is known to be zero or absent.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WriteLease {
+    /// The gateway holding the lease; 0: none.
+    pub(crate) holder: u64,
+    /// When the lease ends, ns since the epoch, by meta's clock.
+    pub(crate) expires: i64,
+    /// Uncommitted writes may have left bytes up to here past the size.
+    pub(crate) dirty_end: u64,
+}
+
+pub(crate) fn storage(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Storage(e.to_string())
+}
+
+/// A record as stored: postcard, a documented and stable format.
+pub(crate) fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    tessera_rpc::codec::encode(v)
+}
+
+pub(crate) fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
+    tessera_rpc::codec::decode(b)
+        .map_err(|e| MetaError::Storage(format!("corrupt meta record: {e}")))
+}
+
+pub(crate) fn get_inode(
+    t: &impl ReadableTable<u64, &'static [u8]>,
+    ino: u64,
+) -> Result<Inode, MetaError> {
+    let v = t
+        .get(ino)
+        .map_err(storage)?
+        .ok_or_else(|| MetaError::NotFound(format!("inode {ino}")))?;
+    dec(v.value())
+}
