@@ -47,6 +47,9 @@ pub enum Error {
     /// Fewer datanodes have joined than the settings need (WebDAV 503).
     #[error("not enough datanodes: {0}")]
     TooFewDatanodes(String),
+    /// A WebDAV lock held by someone else stands in the way.
+    #[error("{0}")]
+    Locked(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -65,6 +68,7 @@ impl From<MetaError> for Error {
             MetaError::Invalid(m) => Error::Invalid(m),
             MetaError::Conflict(m) | MetaError::Busy(m) => Error::Conflict(m),
             MetaError::Settings(m) => Error::TooFewDatanodes(m),
+            e @ MetaError::Locked(_) => Error::Locked(e.to_string()),
             MetaError::Storage(m) => Error::Internal(format!("meta: {m}")),
         }
     }

@@ -32,6 +32,20 @@ pub struct TestCluster {
     nodes: Vec<Node>,
 }
 
+/// A gateway started by [`TestCluster::gateway`].
+pub struct Gateway {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Stops serving and waits until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// Options for tests: GC without grace, quick retries.
 pub fn test_options() -> FsOptions {
     FsOptions {
@@ -176,6 +190,24 @@ impl TestCluster {
     /// Serves WebDAV over this cluster's `Fs`; returns its address.
     pub async fn webdav(&mut self) -> String {
         self.webdav_with(tessera::webdav::Limits::default()).await
+    }
+
+    /// Starts another gateway on this cluster: its own `Fs` (its own
+    /// engine, caches and holder id) connected to meta, serving WebDAV.
+    /// Returns its address and what stops it.
+    pub async fn gateway(&self) -> (String, Gateway) {
+        let fs = Fs::connect(&self.meta_addr, self.transport.clone(), test_options())
+            .await
+            .expect("connect another gateway");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind webdav");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task =
+            tokio::spawn(
+                async move { tessera::webdav::serve(listener, fs, s.cancelled_owned()).await },
+            );
+        (addr, Gateway { stop, task })
     }
 
     /// [`TestCluster::webdav`] with explicit limits.

@@ -32,6 +32,13 @@ pub enum MetaRequest {
         min_age_ns: i64,
     },
     Counts,
+    /// Everything a WebDAV request needs to know about a path first.
+    View {
+        path: Vec<String>,
+        want: ViewWant,
+    },
+    /// The live WebDAV locks around a path.
+    Locks(Vec<String>),
     Change(Change),
 }
 
@@ -44,6 +51,8 @@ pub enum MetaReply {
     Ring(Ring),
     Gc(Vec<GcEntry>),
     Counts { inodes: u64, gc: u64, leases: u64 },
+    View(Box<DavView>),
+    Locks(Vec<LockInfo>),
     Outcome(Outcome),
 }
 
@@ -104,6 +113,10 @@ impl MetaService {
                 let (inodes, gc, leases) = s.counts().await?;
                 MetaReply::Counts { inodes, gc, leases }
             }
+            MetaRequest::View { path, want } => {
+                MetaReply::View(Box::new(s.view(path, want).await?))
+            }
+            MetaRequest::Locks(path) => MetaReply::Locks(s.locks(path).await?),
             MetaRequest::Change(c) => MetaReply::Outcome(s.apply(c).await?),
         })
     }
@@ -219,6 +232,67 @@ impl MetaClient {
 
     async fn change_done(&self, change: Change) -> Result<(), CallError> {
         expect!(self.change(change).await?, Outcome::Done => (), "change")
+    }
+
+    /// One look at a path for a WebDAV request (see [`DavView`]).
+    pub async fn view(&self, path: Vec<String>, want: ViewWant) -> Result<DavView, CallError> {
+        expect!(self.call(MetaRequest::View { path, want }).await?, MetaReply::View(v) => *v, "view")
+    }
+
+    /// The live WebDAV locks around a path.
+    pub async fn locks(&self, path: Vec<String>) -> Result<Vec<LockInfo>, CallError> {
+        expect!(self.call(MetaRequest::Locks(path)).await?, MetaReply::Locks(l) => l, "locks")
+    }
+
+    /// Takes a WebDAV lock; `MetaError::Locked` names a conflicting one.
+    pub async fn lock(&self, req: LockRequest) -> Result<LockInfo, CallError> {
+        expect!(self.change(Change::Lock(req)).await?, Outcome::Lock(l) => l, "lock")
+    }
+
+    pub async fn unlock(&self, path: &str, token: &str) -> Result<(), CallError> {
+        self.change_done(Change::Unlock {
+            path: path.to_string(),
+            token: token.to_string(),
+        })
+        .await
+    }
+
+    pub async fn refresh_lock(
+        &self,
+        path: &str,
+        token: &str,
+        timeout_s: u64,
+    ) -> Result<LockInfo, CallError> {
+        let change = Change::RefreshLock {
+            path: path.to_string(),
+            token: token.to_string(),
+            timeout_s,
+        };
+        expect!(self.change(change).await?, Outcome::Lock(l) => l, "refresh lock")
+    }
+
+    /// Drops the locks on `path` and below.
+    pub async fn drop_locks(&self, path: &str) -> Result<(), CallError> {
+        self.change_done(Change::DropLocks {
+            path: path.to_string(),
+        })
+        .await
+    }
+
+    /// Sets and removes dead properties of `ino` in one change (see
+    /// [`Change::PatchProps`]).
+    pub async fn patch_props(
+        &self,
+        ino: u64,
+        patch: Vec<(bool, DeadProp)>,
+        mtime: Option<i64>,
+    ) -> Result<(), CallError> {
+        self.change_done(Change::PatchProps { ino, patch, mtime })
+            .await
+    }
+
+    pub async fn copy_props(&self, from: u64, to: u64) -> Result<(), CallError> {
+        self.change_done(Change::CopyProps { from, to }).await
     }
 
     /// Registers datanode `node_id` at `addr` (taking `slot`, or the next

@@ -128,6 +128,38 @@ pub enum Change {
         addr: String,
         slot: Option<u32>,
     },
+    /// Takes a WebDAV lock unless a lock of another request conflicts
+    /// (`MetaError::Locked` names it): an exclusive lock conflicts with any
+    /// other lock covering the same resources, a shared one with exclusive
+    /// ones. Answers `Outcome::Lock`.
+    Lock(LockRequest),
+    /// Releases the lock `token` held on `path` or one of its ancestors.
+    Unlock {
+        path: String,
+        token: String,
+    },
+    /// Restarts the timeout of lock `token` (on `path` or an ancestor).
+    RefreshLock {
+        path: String,
+        token: String,
+        timeout_s: u64,
+    },
+    /// Drops every lock on `path` and below (it was deleted or moved away).
+    DropLocks {
+        path: String,
+    },
+    /// Sets (`true`) and removes (`false`) dead properties of `ino`, in
+    /// order, all or nothing; `mtime`, if given, becomes the file's mtime.
+    PatchProps {
+        ino: u64,
+        patch: Vec<(bool, DeadProp)>,
+        mtime: Option<i64>,
+    },
+    /// Gives `to` the dead properties of `from` (a COPY), replacing its own.
+    CopyProps {
+        from: u64,
+        to: u64,
+    },
 }
 
 /// What a change produced.
@@ -150,5 +182,6 @@ pub enum Outcome {
     },
     Slot(u32),
     Count(u64),
+    Lock(LockInfo),
     Done,
 }

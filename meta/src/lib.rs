@@ -21,6 +21,7 @@
 pub mod api;
 mod apply;
 pub mod change;
+mod dav;
 mod query;
 mod schema;
 pub mod server;

@@ -3,7 +3,8 @@
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use crate::schema::{DIRENTS, GC, INODES, LEASES, RING, dec, get_inode, storage};
+use crate::dav::{locks_around, props_of};
+use crate::schema::{DIRENTS, GC, INODES, LEASES, LOCKS, PROPS, RING, dec, get_inode, storage};
 use crate::store::MetaStore;
 use crate::types::*;
 
@@ -85,6 +86,88 @@ impl MetaStore {
                 false => None,
             };
             Ok((inode, entries))
+        })
+        .await
+    }
+
+    /// One look at a path for a WebDAV request: what is there, its parent
+    /// or entries as `want` says, their dead properties, and the live locks
+    /// around it (see [`DavView`]). A missing last component is not an
+    /// error (a PUT or LOCK creates it); a missing directory above it is.
+    pub async fn view(
+        &self,
+        components: Vec<String>,
+        want: ViewWant,
+    ) -> Result<DavView, MetaError> {
+        self.read(move |tx| {
+            let (inodes, dirents) = namespace(tx)?;
+            let (inode, parent) = match components.split_last() {
+                None => (Some(get_inode(&inodes, ROOT_INO)?), None),
+                Some((name, dir)) => {
+                    validate_name(name)?;
+                    let parent = walk(&inodes, &dirents, dir)?;
+                    if !parent.is_dir() {
+                        return Err(MetaError::NotADirectory(format!("/{}", dir.join("/"))));
+                    }
+                    let inode = match dirents.get((parent.ino, name.as_str())).map_err(storage)? {
+                        Some(ino) => Some(get_inode(&inodes, ino.value())?),
+                        None => None,
+                    };
+                    (inode, Some(parent))
+                }
+            };
+            let entries = match &inode {
+                Some(i) if want == ViewWant::Listing && i.is_dir() => {
+                    Some(list_dir(&inodes, &dirents, i.ino)?)
+                }
+                _ => None,
+            };
+            let props_t = tx.open_table(PROPS).map_err(storage)?;
+            let mut props = Vec::new();
+            let inos = inode
+                .iter()
+                .map(|i| i.ino)
+                .chain(entries.iter().flatten().map(|(_, i)| i.ino));
+            for ino in inos {
+                let p = props_of(&props_t, ino)?;
+                if !p.is_empty() {
+                    props.push((ino, p));
+                }
+            }
+            let locks_t = tx.open_table(LOCKS).map_err(storage)?;
+            let now = now_ns();
+            let locks = locks_around(&locks_t, &components.join("/"), now)?
+                .iter()
+                .map(|l| l.report(now))
+                .collect();
+            Ok(DavView {
+                inode,
+                parent: if want == ViewWant::Parent {
+                    parent
+                } else {
+                    None
+                },
+                entries,
+                props,
+                locks,
+            })
+        })
+        .await
+    }
+
+    /// The live locks around a path: its own, its ancestors' deep ones,
+    /// and every one below it.
+    pub async fn locks(&self, components: Vec<String>) -> Result<Vec<LockInfo>, MetaError> {
+        self.read(move |tx| {
+            for c in &components {
+                validate_name(c)?;
+            }
+            let t = tx.open_table(LOCKS).map_err(storage)?;
+            let now = now_ns();
+            Ok(locks_around(&t, &components.join("/"), now)?
+                .iter()
+                .map(|l| l.report(now))
+                .collect())
         })
         .await
     }

@@ -22,6 +22,10 @@ pub(crate) const LEASE_USED: TableDefinition<u64, ()> = TableDefinition::new("le
 /// Inode -> [`WriteLease`]: who is writing a file in place,
 /// and how far uncommitted writes may have left bytes past its end.
 pub(crate) const WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("writes");
+/// Path key -> the WebDAV locks on that path ([`crate::dav::StoredLock`]s).
+pub(crate) const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
+/// (inode, namespace, name) -> a dead property ([`crate::dav::StoredProp`]).
+pub(crate) const PROPS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("props");
 /// Table name -> format version (see [`tessera_rpc::formats`]).
 pub(crate) const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
 /// The format of each table's records (postcard). Bump a table's version
@@ -36,6 +40,8 @@ pub(crate) const TABLE_FORMATS: &[(&str, u32)] = &[
     ("leases", 1),
     ("lease_used", 1),
     ("writes", 1),
+    ("locks", 1),
+    ("props", 1),
 ];
 
 /// A range of object ids handed to a gateway (see [`LEASES`]).

@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 use crate::apply::Tables;
 pub use crate::change::{Change, MAX_LEASE, Outcome};
 use crate::schema::{
-    CONFIG, COUNTERS, DIRENTS, FORMATS, GC, INODES, LEASE_USED, LEASES, RING, TABLE_FORMATS,
-    WRITES, dec, enc, storage,
+    CONFIG, COUNTERS, DIRENTS, FORMATS, GC, INODES, LEASE_USED, LEASES, LOCKS, PROPS, RING,
+    TABLE_FORMATS, WRITES, dec, enc, storage,
 };
 use crate::types::*;
 
@@ -143,6 +143,8 @@ impl MetaStore {
             tx.open_table(LEASES).map_err(storage)?;
             tx.open_table(LEASE_USED).map_err(storage)?;
             tx.open_table(WRITES).map_err(storage)?;
+            tx.open_table(LOCKS).map_err(storage)?;
+            tx.open_table(PROPS).map_err(storage)?;
         }
         tx.commit().map_err(storage)?;
         let db = Arc::new(db);

@@ -103,6 +103,82 @@ pub struct SetAttr {
     pub mtime: Option<i64>,
 }
 
+/// A WebDAV write lock (RFC 4918 §6-7). Meta keeps locks by path, so that
+/// every gateway sees them, and expires them by its own clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// `opaquelocktoken:` and a UUID.
+    pub token: String,
+    /// The locked path's components joined by '/' ("" is the root).
+    pub path: String,
+    /// The locked URL path as the client named it (percent-encoded; the
+    /// lock root reported back).
+    pub href: String,
+    /// Who took it (the authenticated user), if known.
+    pub principal: Option<String>,
+    /// The client's `DAV:owner` element, as XML.
+    pub owner: Option<String>,
+    pub shared: bool,
+    /// Depth infinity: the lock covers everything below the path too.
+    pub deep: bool,
+    /// The timeout granted, seconds.
+    pub timeout_s: u64,
+    /// Seconds left, when meta answered.
+    pub remaining_s: u64,
+}
+
+/// A lock asked for (see `Change::Lock`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    pub token: String,
+    pub path: String,
+    pub href: String,
+    pub principal: Option<String>,
+    pub owner: Option<String>,
+    pub shared: bool,
+    pub deep: bool,
+    pub timeout_s: u64,
+}
+
+/// A dead property (RFC 4918 §4): any namespace, any XML value, kept by
+/// inode so it follows renames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadProp {
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The prefix the client used (cosmetic).
+    pub prefix: Option<String>,
+    /// The whole property element as the client sent it, as XML.
+    pub xml: Option<Vec<u8>>,
+}
+
+/// What a WebDAV request wants to know about its path besides its locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ViewWant {
+    /// The inode (GET, HEAD, DELETE, PROPFIND Depth 0, ...).
+    Inode,
+    /// The inode and the directory holding it (PUT).
+    Parent,
+    /// The inode and, for a directory, its entries (PROPFIND Depth 1).
+    Listing,
+}
+
+/// One look at a path, everything a WebDAV request needs from meta first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DavView {
+    /// What is at the path (`None`: nothing, but its parent exists).
+    pub inode: Option<Inode>,
+    /// The directory holding the path (with [`ViewWant::Parent`]).
+    pub parent: Option<Inode>,
+    /// The entries of the directory at the path (with [`ViewWant::Listing`]).
+    pub entries: Option<Vec<(String, Inode)>>,
+    /// Dead properties of the inode and of the entries, for those having any.
+    pub props: Vec<(u64, Vec<DeadProp>)>,
+    /// Live locks covering the path (its own, and deep ones of its
+    /// ancestors) and those on paths below it.
+    pub locks: Vec<LockInfo>,
+}
+
 /// Errors meta reports. Each names what it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MetaError {
@@ -124,6 +200,9 @@ pub enum MetaError {
     Conflict(String),
     #[error("{0}")]
     Busy(String),
+    /// A WebDAV lock held by someone else stands in the way.
+    #[error("/{}: locked (token {})", .0.path, .0.token)]
+    Locked(Box<LockInfo>),
     #[error("cluster settings: {0}")]
     Settings(String),
     #[error("meta storage failed: {0}")]

@@ -1,20 +1,22 @@
 //! dav-server's `DavFileSystem` over the gateway's `Fs`.
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavFileSystem, DavMetaData, FsError, FsFuture, FsStream, OpenOptions,
-    ReadDirMeta,
+    DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsStream,
+    OpenOptions, ReadDirMeta,
 };
+use http::StatusCode;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use tessera_gateway::placement::seed_for_path;
 use tessera_gateway::{Error, FileReader, Fs, ObjectWriter, split_path};
-use tessera_meta::{FileKind, Inode};
+use tessera_meta::{DavView, DeadProp, FileKind, Inode, LockInfo, ViewWant};
 
 use super::errors::to_dav_error;
 
@@ -30,25 +32,49 @@ pub enum Prefetch {
     Listing,
 }
 
-/// What this request has learnt about its path from meta. Only reads use
-/// it, and every change made through this request forgets it, so it is
-/// never staler than the request's own first look.
+/// What this request has learnt about its path from meta (one [`DavView`]:
+/// the inode, its parent or its entries, their dead properties, and the
+/// locks around it). Only reads use it, and every change made through this
+/// request forgets it, so it is never staler than the request's own first
+/// look.
 #[derive(Default)]
 struct Seen {
-    path: String,
-    inode: Option<Inode>,
-    parent: Option<(Inode, String, Option<Inode>)>,
-    entries: Option<Vec<(String, Inode)>>,
+    /// The path's key (its components joined by '/').
+    key: String,
+    view: Option<DavView>,
+    /// Entry name -> inode number, for the properties of a listing's entries.
+    names: HashMap<String, u64>,
+    /// Inode number -> dead properties, for the inodes of the view.
+    props: HashMap<u64, Vec<DeadProp>>,
+}
+
+/// Locks meta reported around `key`: those covering it and those below it
+/// (so they answer for any path at or below `key`).
+struct SeenLocks {
+    key: String,
+    locks: Vec<LockInfo>,
 }
 
 /// dav-server's view of the file system, one per request (see
 /// [`DavFs::for_request`]): dav-server asks for a path's metadata and then
-/// opens or lists it, and this answers both from one call to meta.
+/// opens or lists it, reads its properties and checks its locks, and this
+/// answers all of that from one call to meta.
 #[derive(Clone)]
 pub struct DavFs {
     fs: Fs,
     prefetch: Prefetch,
     seen: Arc<Mutex<Seen>>,
+    locks: Arc<Mutex<Option<SeenLocks>>>,
+    /// For a COPY: the source's and the destination's keys, so that the
+    /// collections dav-server creates for the copy get their source's dead
+    /// properties.
+    copying: Option<(String, String)>,
+}
+
+/// The key meta files a path's locks under: its components joined by '/'
+/// ("" is the root).
+pub fn lock_key(path: &DavPath) -> Result<String, Error> {
+    Ok(split_path(&path_str(path)?)?.join("/"))
 }
 
 impl DavFs {
@@ -61,11 +87,49 @@ impl DavFs {
             fs,
             prefetch,
             seen: Arc::default(),
+            locks: Arc::default(),
+            copying: None,
         }
+    }
+
+    /// Marks this request a COPY from `src` to `dest` (decoded paths).
+    pub fn copying(mut self, src: &str, dest: &str) -> Self {
+        if let (Ok(s), Ok(d)) = (split_path(src), split_path(dest)) {
+            self.copying = Some((s.join("/"), d.join("/")));
+        }
+        self
+    }
+
+    /// The source of the collection dav-server creates at `key` while
+    /// copying, if it is one.
+    fn copy_source(&self, key: &str) -> Option<String> {
+        let (src, dest) = self.copying.as_ref()?;
+        if key == dest {
+            return Some(src.clone());
+        }
+        let rest = key.strip_prefix(dest.as_str())?;
+        let rest = if dest.is_empty() {
+            rest
+        } else {
+            rest.strip_prefix('/')?
+        };
+        Some(if src.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{src}/{rest}")
+        })
+    }
+
+    pub fn fs(&self) -> &Fs {
+        &self.fs
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn seen_locks(&self) -> std::sync::MutexGuard<'_, Option<SeenLocks>> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets what was seen: the request is changing the namespace.
@@ -73,67 +137,136 @@ impl DavFs {
         *self.seen() = Seen::default();
     }
 
-    /// The inode at `p`, from what this request saw, else from meta (with
-    /// whatever this request will want next).
-    async fn inode_at(&self, p: &str) -> Result<Inode, Error> {
-        {
-            let seen = self.seen();
-            if seen.path == p {
-                if let Some(i) = &seen.inode {
-                    return Ok(i.clone());
-                }
-                if let Some((_, _, existing)) = &seen.parent {
-                    return existing
-                        .clone()
-                        .ok_or_else(|| Error::NotFound(p.to_string()));
-                }
-            }
-        }
+    /// Forgets the locks seen: the request is changing them.
+    pub fn forget_locks(&self) {
+        *self.seen_locks() = None;
+    }
+
+    /// Asks meta about `p` (with whatever this request will want next) and
+    /// remembers the answer.
+    async fn look(&self, p: &str, want: ViewWant) -> Result<DavView, Error> {
         let components = split_path(p)?;
-        let mut fresh = Seen {
-            path: p.to_string(),
-            ..Seen::default()
+        let key = components.join("/");
+        let view = self.fs.meta().view(components, want).await?;
+        let mut names = HashMap::new();
+        if let Some(entries) = &view.entries {
+            names.extend(entries.iter().map(|(n, i)| (n.clone(), i.ino)));
+        }
+        let props = view.props.iter().cloned().collect();
+        *self.seen_locks() = Some(SeenLocks {
+            key: key.clone(),
+            locks: view.locks.clone(),
+        });
+        *self.seen() = Seen {
+            key,
+            view: Some(view.clone()),
+            names,
+            props,
         };
-        let result = match self.prefetch {
-            Prefetch::Parent if !components.is_empty() => {
-                let name = components.last().cloned().unwrap_or_default();
-                let (parent, existing) = self.fs.meta().resolve_parent(components).await?;
-                fresh.parent = Some((parent, name, existing.clone()));
-                existing.ok_or_else(|| Error::NotFound(p.to_string()))
-            }
-            Prefetch::Listing => {
-                let (inode, entries) = self.fs.meta().list(components).await?;
-                fresh.inode = Some(inode.clone());
-                fresh.entries = entries;
-                Ok(inode)
-            }
-            _ => {
-                let inode = self.fs.meta().resolve(components).await?;
-                fresh.inode = Some(inode.clone());
-                Ok(inode)
+        Ok(view)
+    }
+
+    /// The view of `p` this request already has, if any.
+    fn seen_view(&self, p: &str) -> Option<DavView> {
+        let key = split_path(p).ok()?.join("/");
+        let seen = self.seen();
+        if seen.key == key {
+            seen.view.clone()
+        } else {
+            None
+        }
+    }
+
+    /// The inode at `p`, from what this request saw, else from meta.
+    async fn inode_at(&self, p: &str) -> Result<Inode, Error> {
+        let view = match self.seen_view(p) {
+            Some(v) => v,
+            None => {
+                let want = match self.prefetch {
+                    Prefetch::Parent if !split_path(p)?.is_empty() => ViewWant::Parent,
+                    Prefetch::Listing => ViewWant::Listing,
+                    _ => ViewWant::Inode,
+                };
+                self.look(p, want).await?
             }
         };
-        *self.seen() = fresh;
-        result
+        view.inode.ok_or_else(|| Error::NotFound(p.to_string()))
     }
 
     /// The directory holding `p`, its last name, and what is there now.
     async fn parent_at(&self, p: &str) -> Result<(Inode, String, Option<Inode>), Error> {
-        {
-            let seen = self.seen();
-            if seen.path == p
-                && let Some(parent) = &seen.parent
-            {
-                return Ok(parent.clone());
-            }
-        }
         let components = split_path(p)?;
         let name = components
             .last()
             .cloned()
             .ok_or_else(|| Error::Invalid("the root has no parent".into()))?;
+        if let Some(DavView {
+            parent: Some(parent),
+            inode,
+            ..
+        }) = self.seen_view(p)
+        {
+            return Ok((parent, name, inode));
+        }
         let (parent, existing) = self.fs.meta().resolve_parent(components).await?;
         Ok((parent, name, existing))
+    }
+
+    /// The dead properties of `p`: from the view this request has when it
+    /// covers `p` (the path itself or an entry of its listing), else from
+    /// meta.
+    async fn props_at(&self, p: &str) -> Result<Vec<DeadProp>, Error> {
+        let components = split_path(p)?;
+        let key = components.join("/");
+        {
+            let seen = self.seen();
+            if let Some(view) = &seen.view {
+                let ino = if seen.key == key {
+                    view.inode.as_ref().map(|i| i.ino)
+                } else if view.entries.is_some()
+                    && !components.is_empty()
+                    && components[..components.len() - 1].join("/") == seen.key
+                {
+                    components.last().and_then(|n| seen.names.get(n).copied())
+                } else {
+                    None
+                };
+                if let Some(ino) = ino {
+                    return Ok(seen.props.get(&ino).cloned().unwrap_or_default());
+                }
+            }
+        }
+        let view = self.look(p, ViewWant::Inode).await?;
+        let ino = view
+            .inode
+            .as_ref()
+            .ok_or_else(|| Error::NotFound(p.to_string()))?
+            .ino;
+        Ok(view
+            .props
+            .into_iter()
+            .find(|(i, _)| *i == ino)
+            .map(|(_, p)| p)
+            .unwrap_or_default())
+    }
+
+    /// `key` of the path and the live locks covering it or below it: from
+    /// what this request saw when that covers the path, else from meta.
+    pub async fn locks_around(&self, path: &DavPath) -> Result<(String, Vec<LockInfo>), Error> {
+        let p = path_str(path)?;
+        let components = split_path(&p)?;
+        let key = components.join("/");
+        if let Some(seen) = &*self.seen_locks()
+            && (seen.key == key || super::locks::is_below(&key, &seen.key))
+        {
+            return Ok((key, seen.locks.clone()));
+        }
+        let locks = self.fs.meta().locks(components).await?;
+        *self.seen_locks() = Some(SeenLocks {
+            key: key.clone(),
+            locks: locks.clone(),
+        });
+        Ok((key, locks))
     }
 }
 
@@ -403,14 +536,7 @@ impl DavFileSystem for DavFs {
         async move {
             let run = async {
                 let p = path_str(path)?;
-                let listed = {
-                    let mut seen = self.seen();
-                    if seen.path == p {
-                        seen.entries.take()
-                    } else {
-                        None
-                    }
-                };
+                let listed = self.seen_view(&p).and_then(|v| v.entries);
                 match listed {
                     Some(entries) => Ok(entries),
                     None => match self.fs.meta().list(split_path(&p)?).await? {
@@ -442,10 +568,16 @@ impl DavFileSystem for DavFs {
         async move {
             self.forget();
             let run = async {
-                let (parent, name) = self.fs.parent_of(&path_str(path)?).await?;
-                self.fs.mkdir(parent.ino, &name, 0o755).await
+                let p = path_str(path)?;
+                let (parent, name) = self.fs.parent_of(&p).await?;
+                let dir = self.fs.mkdir(parent.ino, &name, 0o755).await?;
+                if let Some(src) = self.copy_source(&split_path(&p)?.join("/")) {
+                    let src = self.fs.resolve(&format!("/{src}")).await?;
+                    self.fs.meta().copy_props(src.ino, dir.ino).await?;
+                }
+                Ok::<_, Error>(())
             };
-            run.await.map(|_| ()).map_err(to_dav_error)
+            run.await.map_err(to_dav_error)
         }
         .boxed()
     }
@@ -479,15 +611,93 @@ impl DavFileSystem for DavFs {
                 let dest = path_str(to)?;
                 let (parent, name) = self.fs.parent_of(&dest).await?;
                 if src.is_dir() {
-                    return self.fs.mkdir(parent.ino, &name, src.mode).await;
+                    let dir = self.fs.mkdir(parent.ino, &name, src.mode).await?;
+                    return Ok(self.fs.meta().copy_props(src.ino, dir.ino).await?);
                 }
                 let seed = match self.fs.lookup(parent.ino, &name).await {
                     Ok(i) => i.object.seed,
                     Err(_) => seed_for_path(&dest),
                 };
-                self.fs.copy_file(&src, parent.ino, &name, seed).await
+                let copy = self.fs.copy_file(&src, parent.ino, &name, seed).await?;
+                // RFC 4918 §9.8.2: the copy carries the dead properties.
+                Ok(self.fs.meta().copy_props(src.ino, copy.ino).await?)
             };
             run.await.map(|_| ()).map_err(to_dav_error)
+        }
+        .boxed()
+    }
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(futures::future::ready(true))
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            let run = async { self.props_at(&path_str(path)?).await };
+            let props = run.await.map_err(to_dav_error)?;
+            Ok(props
+                .into_iter()
+                .map(|p| DavProp {
+                    name: p.name,
+                    prefix: p.prefix,
+                    namespace: p.namespace,
+                    xml: if do_content { p.xml } else { None },
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            let run = async { self.props_at(&path_str(path)?).await };
+            let props = run.await.map_err(to_dav_error)?;
+            props
+                .into_iter()
+                .find(|p| p.name == prop.name && p.namespace == prop.namespace)
+                .and_then(|p| p.xml)
+                .ok_or(FsError::NotFound)
+        }
+        .boxed()
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        async move {
+            let run = async {
+                let p = path_str(path)?;
+                let inode = self.inode_at(&p).await?;
+                let changes = patch
+                    .iter()
+                    .map(|(set, d)| {
+                        (
+                            *set,
+                            DeadProp {
+                                namespace: d.namespace.clone(),
+                                name: d.name.clone(),
+                                prefix: d.prefix.clone(),
+                                xml: d.xml.clone(),
+                            },
+                        )
+                    })
+                    .collect();
+                self.forget();
+                self.fs.meta().patch_props(inode.ino, changes, None).await?;
+                Ok::<_, Error>(())
+            };
+            run.await.map_err(to_dav_error)?;
+            Ok(patch
+                .into_iter()
+                .map(|(_, mut d)| {
+                    d.xml = None;
+                    (StatusCode::OK, d)
+                })
+                .collect())
         }
         .boxed()
     }

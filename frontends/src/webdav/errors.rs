@@ -29,6 +29,9 @@ pub fn to_dav_error(e: Error) -> FsError {
         Error::NotFound(_) | Error::NotADirectory(_) => FsError::NotFound,
         Error::Exists(_) | Error::NotEmpty(_) => FsError::Exists,
         Error::IsADirectory(_) | Error::Invalid(_) | Error::InvalidPath(_) => FsError::Forbidden,
+        // dav-server checks locks before it touches the file system; one
+        // found later (taken meanwhile) is a conflict the client may retry.
+        Error::Locked(_) => FsError::GeneralFailure,
         Error::Conflict(_) | Error::Internal(_) => FsError::GeneralFailure,
         Error::Unavailable { .. }
         | Error::Corrupt { .. }
@@ -65,6 +68,7 @@ pub fn refine(status: StatusCode, err: &Error) -> Option<(StatusCode, String)> {
         // pending record expired, a file replaced mid-write): the client
         // may retry.
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Locked(_) => StatusCode::LOCKED,
         Error::Internal(_) => status,
         _ => return None,
     };

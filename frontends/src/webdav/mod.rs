@@ -3,6 +3,8 @@
 mod browse;
 mod davfs;
 pub mod errors;
+mod etags;
+mod locks;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -303,6 +305,12 @@ fn destination_within_source(source: &str, headers: &http::HeaderMap) -> bool {
     }
 }
 
+/// The decoded path of a request's `Destination`, if it has a valid one.
+fn destination_path(headers: &http::HeaderMap) -> Option<String> {
+    let dest: http::Uri = headers.get("destination")?.to_str().ok()?.parse().ok()?;
+    String::from_utf8(percent_decode(dest.path())?).ok()
+}
+
 /// Whether a (valid) request path names the root collection.
 fn is_root(raw: &str) -> bool {
     percent_decode(raw)
@@ -349,13 +357,22 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
     }
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
-    let own = DavFs::for_request(fs.clone(), prefetch_for(&req));
+    let mut own = DavFs::for_request(fs.clone(), prefetch_for(&req));
+    if method.as_str() == "COPY"
+        && let Some(dest) = destination_path(req.headers())
+        && let Some(src) = percent_decode(&raw_path).and_then(|p| String::from_utf8(p).ok())
+    {
+        own = own.copying(&src, &dest);
+    }
+    let ls = locks::MetaLs::new(own.clone());
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let req = req.map(|b| DrainOnDrop {
         body: Some(b),
         failed: body_failed.clone(),
     });
-    let config = DavConfig::new().filesystem(Box::new(own));
+    let config = DavConfig::new()
+        .filesystem(Box::new(own))
+        .locksystem(Box::new(ls));
     let (resp, err) = errors::with_error_slot(dav.handle_with(config, req)).await;
     if body_failed.load(std::sync::atomic::Ordering::Relaxed) {
         // The client's body broke off (shorter than its Content-Length, bad
@@ -395,6 +412,9 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
             http::HeaderValue::from(page.len()),
         );
         return r;
+    }
+    if method.as_str() == "PROPFIND" && resp.status() == StatusCode::MULTI_STATUS {
+        return resp.map(|b| etags::QuoteEtags::new(b).boxed_unsync());
     }
     resp.map(|b| b.boxed_unsync())
 }

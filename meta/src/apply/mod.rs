@@ -5,9 +5,11 @@
 //!
 //! The changes are grouped by concern: [`namespace`] (names and
 //! attributes), [`content`] (object ids, uploads and in-place writes),
-//! [`queues`] (reaping uploads, the GC queue) and [`ring`] (datanodes).
+//! [`queues`] (reaping uploads, the GC queue), [`ring`] (datanodes) and
+//! [`dav`] (WebDAV locks and dead properties).
 
 mod content;
+mod dav;
 mod namespace;
 mod queues;
 mod ring;
@@ -31,6 +33,8 @@ pub(crate) struct Tables<'t> {
     leases: redb::Table<'t, u64, &'static [u8]>,
     lease_used: redb::Table<'t, u64, ()>,
     writes: redb::Table<'t, u64, &'static [u8]>,
+    locks: redb::Table<'t, &'static str, &'static [u8]>,
+    props: redb::Table<'t, (u64, &'static str, &'static str), &'static [u8]>,
     /// Writes made so far in this transaction: a change that fails after
     /// its first write has left part of itself behind, and the batch is
     /// redone without it (see `commit_batch`).
@@ -55,6 +59,8 @@ impl<'t> Tables<'t> {
             leases: tx.open_table(LEASES).map_err(storage)?,
             lease_used: tx.open_table(LEASE_USED).map_err(storage)?,
             writes: tx.open_table(WRITES).map_err(storage)?,
+            locks: tx.open_table(LOCKS).map_err(storage)?,
+            props: tx.open_table(PROPS).map_err(storage)?,
             written: 0,
             fail_write,
         })
@@ -222,6 +228,16 @@ impl<'t> Tables<'t> {
                 addr,
                 slot,
             } => self.register(node_id, addr, slot),
+            Change::Lock(req) => self.lock(req, now),
+            Change::Unlock { path, token } => self.unlock(&path, &token, now),
+            Change::RefreshLock {
+                path,
+                token,
+                timeout_s,
+            } => self.refresh_lock(&path, &token, timeout_s, now),
+            Change::DropLocks { path } => self.drop_locks(&path),
+            Change::PatchProps { ino, patch, mtime } => self.patch_props(ino, patch, mtime, now),
+            Change::CopyProps { from, to } => self.copy_props(from, to),
         }
     }
 }

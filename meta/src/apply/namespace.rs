@@ -21,6 +21,7 @@ impl Tables<'_> {
     fn drop_inode(&mut self, inode: &Inode) -> Result<(), MetaError> {
         self.wrote()?;
         self.inodes.remove(inode.ino).map_err(storage)?;
+        self.drop_props(inode.ino)?;
         self.queue_gc(inode.object)
     }
 
