@@ -76,6 +76,11 @@ pub struct StoreStats {
     pub damaged_puts: u64,
     /// Durable commits since start (each holds every put waiting when it began).
     pub commits: u64,
+    /// Size of the file system holding the data, bytes (0: unknown).
+    pub capacity: u64,
+    /// Bytes more this node can take: free space on that file system less
+    /// the reserve (see [`StoreOptions::reserve_bytes`]).
+    pub available: u64,
 }
 
 /// How a block store is opened.
@@ -493,8 +498,10 @@ impl BlockStore {
     pub async fn stats(&self) -> Result<StoreStats, DatanodeError> {
         let db = self.db.get().await?;
         let path = self.path.clone();
-        let (blocks, rows, bytes) =
-            tessera_rpc::blocking(move || -> Result<(u64, u64, u64), DatanodeError> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let reserve_bytes = self.reserve_bytes;
+        let (blocks, rows, bytes, space) = tessera_rpc::blocking(
+            move || -> Result<(u64, u64, u64, (u64, u64)), DatanodeError> {
                 let tx = db.begin_read().map_err(storage)?;
                 let rows = tx
                     .open_table(EXTENTS)
@@ -508,9 +515,19 @@ impl BlockStore {
                     .map_err(storage)?
                     .map_or(0, |v| v.value());
                 let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                Ok((blocks, rows, bytes))
-            })
-            .await?;
+                let space = match free_space(&dir) {
+                    Some((free, total)) => {
+                        let reserve =
+                            reserve_bytes.unwrap_or_else(|| (64u64 << 20).min(total / 16));
+                        (total, free.saturating_sub(reserve))
+                    }
+                    None => (0, 0),
+                };
+                Ok((blocks, rows, bytes, space))
+            },
+        )
+        .await?;
+        let (capacity, available) = space;
         Ok(StoreStats {
             blocks,
             rows,
@@ -519,6 +536,8 @@ impl BlockStore {
             corrupt_reported: self.corrupt_reported.load(Ordering::Relaxed),
             damaged_puts: self.damaged_puts.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
+            capacity,
+            available,
         })
     }
 }

@@ -33,10 +33,19 @@ fn check_end(offset: u64, len: u64) -> Result<()> {
     }
 }
 
+/// File data the cluster holds and can still take (see [`Fs::space`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Space {
+    pub used: u64,
+    pub available: u64,
+}
+
 /// The file-system API: a thin facade over the [`Engine`].
 #[derive(Clone)]
 pub struct Fs {
     engine: EngineRef,
+    /// The last [`Fs::space`] answer and when it was asked.
+    space: Arc<std::sync::Mutex<Option<(std::time::Instant, Space)>>>,
     repair_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Vec<repair::RepairJob>>>>>,
 }
 
@@ -59,6 +68,7 @@ impl Fs {
         };
         Ok(Fs {
             engine: Arc::new(Engine::new(meta, io, options)),
+            space: Arc::default(),
             repair_rx: Arc::new(std::sync::Mutex::new(Some(repair_rx))),
         })
     }
@@ -115,6 +125,39 @@ impl Fs {
 
     pub fn options(&self) -> &FsOptions {
         &self.engine.options
+    }
+
+    /// How much file data the cluster holds and can still take: the
+    /// datanodes' stored bytes and free space (less their reserves), each
+    /// summed and divided by R, since every byte is stored R times. Asked
+    /// of every datanode at most every few seconds; a node that does not
+    /// answer counts as empty.
+    pub async fn space(&self) -> Space {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(3);
+        if let Some((at, space)) = *self.space.lock().expect("space lock")
+            && at.elapsed() < FRESH
+        {
+            return space;
+        }
+        let ring = self.ring();
+        let asks = ring.nodes.iter().flatten().map(|n| async move {
+            tokio::time::timeout(std::time::Duration::from_secs(2), n.stats())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+        });
+        let (mut used, mut available) = (0u64, 0u64);
+        for (_, s) in futures::future::join_all(asks).await.into_iter().flatten() {
+            used = used.saturating_add(s.bytes);
+            available = available.saturating_add(s.available);
+        }
+        let r = u64::from(ring.settings.replicas.max(1));
+        let space = Space {
+            used: used / r,
+            available: available / r,
+        };
+        *self.space.lock().expect("space lock") = Some((std::time::Instant::now(), space));
+        space
     }
 
     // ----- namespace -----

@@ -27,7 +27,7 @@ pub mod writer;
 
 pub use engine::FsOptions;
 pub use error::{Error, Result};
-pub use fs::Fs;
+pub use fs::{Fs, Space};
 pub use io::RetryPolicy;
 pub use path::split_path;
 pub use reader::FileReader;

@@ -80,7 +80,7 @@ fn href(names: &[String]) -> String {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-fn encode(name: &str) -> String {
+pub(super) fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -93,7 +93,7 @@ fn encode(name: &str) -> String {
 }
 
 /// Escapes text for HTML content and attribute values.
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -125,6 +125,28 @@ fn human(bytes: u64) -> String {
 
 /// `YYYY-MM-DD HH:MM` of nanoseconds since the epoch, in UTC.
 fn utc(ns: i64) -> String {
+    let (year, month, day, secs) = civil(ns);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// RFC 3339 (`1996-12-19T16:39:57Z`) of nanoseconds since the epoch.
+pub(super) fn rfc3339(ns: i64) -> String {
+    let (year, month, day, secs) = civil(ns);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// (year, month, day, seconds into the day) of nanoseconds since the
+/// epoch, in UTC.
+fn civil(ns: i64) -> (i64, i64, i64, i64) {
     let secs = ns.div_euclid(1_000_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -137,11 +159,7 @@ fn utc(ns: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    (year, month, day, rem)
 }
 
 #[cfg(test)]
@@ -163,6 +181,10 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00");
         assert_eq!(utc(1_700_000_000 * 1_000_000_000), "2023-11-14 22:13");
         assert_eq!(utc(951_782_400 * 1_000_000_000), "2000-02-29 00:00");
+        assert_eq!(
+            rfc3339(1_700_000_001 * 1_000_000_000),
+            "2023-11-14T22:13:21Z"
+        );
         assert_eq!(human(512), "512 B");
         assert_eq!(human(1536), "1.5 KiB");
         assert_eq!(human(3 << 30), "3.0 GiB");

@@ -69,7 +69,12 @@ pub struct DavFs {
     /// collections dav-server creates for the copy get their source's dead
     /// properties.
     copying: Option<(String, String)>,
+    /// For a PROPPATCH: the Windows properties to apply with the others
+    /// (an mtime, and properties to keep), until applied.
+    windows: Arc<Mutex<Option<WindowsPatch>>>,
 }
+
+type WindowsPatch = (Option<i64>, Vec<DeadProp>);
 
 /// The key meta files a path's locks under: its components joined by '/'
 /// ("" is the root).
@@ -89,7 +94,40 @@ impl DavFs {
             seen: Arc::default(),
             locks: Arc::default(),
             copying: None,
+            windows: Arc::default(),
         }
+    }
+
+    /// Windows properties this PROPPATCH sets (see `props::win32_patch`).
+    pub fn windows_patch(&self, mtime: Option<i64>, keep: Vec<DeadProp>) {
+        *self.windows.lock().unwrap_or_else(|e| e.into_inner()) = Some((mtime, keep));
+    }
+
+    /// Whether the Windows properties are still to be applied.
+    pub fn windows_pending(&self) -> bool {
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn take_windows(&self) -> Option<WindowsPatch> {
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Applies the Windows properties on their own (the request had no
+    /// other dead property to apply them with).
+    pub async fn apply_windows_patch(&self, p: &str) -> Result<(), Error> {
+        let Some((mtime, keep)) = self.take_windows() else {
+            return Ok(());
+        };
+        let inode = self.inode_at(p).await?;
+        self.forget();
+        let patch = keep.into_iter().map(|d| (true, d)).collect();
+        Ok(self.fs.meta().patch_props(inode.ino, patch, mtime).await?)
     }
 
     /// Marks this request a COPY from `src` to `dest` (decoded paths).
@@ -672,7 +710,8 @@ impl DavFileSystem for DavFs {
             let run = async {
                 let p = path_str(path)?;
                 let inode = self.inode_at(&p).await?;
-                let changes = patch
+                let windows = self.take_windows();
+                let mut changes: Vec<(bool, DeadProp)> = patch
                     .iter()
                     .map(|(set, d)| {
                         (
@@ -686,8 +725,16 @@ impl DavFileSystem for DavFs {
                         )
                     })
                     .collect();
+                let mut mtime = None;
+                if let Some((m, keep)) = windows {
+                    mtime = m;
+                    changes.extend(keep.into_iter().map(|d| (true, d)));
+                }
                 self.forget();
-                self.fs.meta().patch_props(inode.ino, changes, None).await?;
+                self.fs
+                    .meta()
+                    .patch_props(inode.ino, changes, mtime)
+                    .await?;
                 Ok::<_, Error>(())
             };
             run.await.map_err(to_dav_error)?;

@@ -3,8 +3,8 @@
 mod browse;
 mod davfs;
 pub mod errors;
-mod etags;
 mod locks;
+mod props;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -355,6 +355,9 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
             "the root collection cannot be deleted; nothing was changed\n".into(),
         );
     }
+    if req.method().as_str() == "PROPFIND" {
+        return propfind_request(fs, req).await;
+    }
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
     let mut own = DavFs::for_request(fs.clone(), prefetch_for(&req));
@@ -371,8 +374,11 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
         failed: body_failed.clone(),
     });
     let config = DavConfig::new()
-        .filesystem(Box::new(own))
+        .filesystem(Box::new(own.clone()))
         .locksystem(Box::new(ls));
+    if method.as_str() == "PROPPATCH" {
+        return proppatch_request(dav, config, &own, req).await;
+    }
     let (resp, err) = errors::with_error_slot(dav.handle_with(config, req)).await;
     if body_failed.load(std::sync::atomic::Ordering::Relaxed) {
         // The client's body broke off (shorter than its Content-Length, bad
@@ -413,10 +419,139 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
         );
         return r;
     }
-    if method.as_str() == "PROPFIND" && resp.status() == StatusCode::MULTI_STATUS {
-        return resp.map(|b| etags::QuoteEtags::new(b).boxed_unsync());
-    }
     resp.map(|b| b.boxed_unsync())
+}
+
+/// Reads a request body of at most [`props::MAX_BODY`] bytes.
+async fn small_body<B>(body: B) -> Result<Bytes, Response<Body>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match http_body_util::Limited::new(body, props::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {} bytes\n", props::MAX_BODY),
+        )),
+        Err(_) => Err(text(
+            StatusCode::BAD_REQUEST,
+            "the request body ended early or was malformed\n".into(),
+        )),
+    }
+}
+
+fn xml_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    r
+}
+
+/// PROPFIND, answered by [`props::propfind`]. Depth infinity is refused
+/// (RFC 4918 §9.1: `propfind-finite-depth`), as Apache does by default: a
+/// whole tree in one answer is a denial of service waiting to happen.
+async fn propfind_request(fs: &Fs, req: Request<Incoming>) -> Response<Body> {
+    let depth = req
+        .headers()
+        .get("depth")
+        .map(|d| d.as_bytes().trim_ascii().to_ascii_lowercase());
+    let depth_one = match depth.as_deref() {
+        Some(b"0") => false,
+        Some(b"1") => true,
+        _ => {
+            return xml_response(
+                StatusCode::FORBIDDEN,
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">\
+                 <D:propfind-finite-depth/></D:error>\n"
+                    .into(),
+            );
+        }
+    };
+    let Some(path) = percent_decode(req.uri().path()).and_then(|p| String::from_utf8(p).ok())
+    else {
+        return text(StatusCode::BAD_REQUEST, "malformed path\n".into());
+    };
+    let headers = req.headers().clone();
+    let body = match small_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match props::propfind(fs, &path, depth_one, &headers, &body).await {
+        Ok(xml) => xml_response(StatusCode::MULTI_STATUS, xml),
+        Err(props::Refusal(status, msg)) => text(status, msg),
+    }
+}
+
+/// PROPPATCH: dav-server applies it (live properties refused, dead ones
+/// through [`DavFs`], If headers and locks checked), and Tessera applies
+/// the Windows properties dav-server only pretends to set — in the same
+/// change as the dead properties when there are any, else once every
+/// property of the request succeeded.
+async fn proppatch_request<B>(
+    dav: &DavHandler,
+    config: DavConfig,
+    own: &DavFs,
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let body = match small_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (mtime, keep) = props::win32_patch(&body);
+    let windows = mtime.is_some() || !keep.is_empty();
+    if windows {
+        own.windows_patch(mtime, keep);
+    }
+    let path = percent_decode(parts.uri.path()).and_then(|p| String::from_utf8(p).ok());
+    let req = Request::from_parts(parts, Full::new(body));
+    let (resp, err) = errors::with_error_slot(dav.handle_with(config, req)).await;
+    if let Some(err) = err
+        && let Some((status, msg)) = errors::refine(resp.status(), &err)
+    {
+        return text(status, msg);
+    }
+    if !windows || resp.status() != StatusCode::MULTI_STATUS || !own.windows_pending() {
+        return resp.map(|b| b.boxed_unsync());
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await.map(|b| b.to_bytes()) else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "PROPPATCH failed\n".into(),
+        );
+    };
+    if props::all_ok(&collected)
+        && let Some(path) = path
+        && let Err(e) = own.apply_windows_patch(&path).await
+    {
+        return text(
+            errors::refine(StatusCode::INTERNAL_SERVER_ERROR, &e)
+                .map_or(StatusCode::INTERNAL_SERVER_ERROR, |(s, _)| s),
+            format!("{e}\n"),
+        );
+    }
+    Response::from_parts(
+        parts,
+        Full::new(collected)
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    )
 }
 
 /// A request body that, if the request is answered before all of it was
