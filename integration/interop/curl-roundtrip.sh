@@ -2,32 +2,7 @@
 # `tessera up` in a temp dir, then curl -T / curl round trips, a restart, and
 # a clean Ctrl-C. Fails loudly on any difference.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-cargo build --release -q -p tessera
-bin="$PWD/target/release/tessera"
-work=$(mktemp -d)
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-start() {
-  "$bin" up --data "$work/data" --webdav 127.0.0.1:0 >"$work/up.out" 2>"$work/up.err" &
-  pid=$!
-  for _ in $(seq 1 300); do
-    addr=$(sed -n 's|.*WebDAV on http://\([^/]*\)/.*|\1|p' "$work/up.out")
-    [ -n "$addr" ] && return 0
-    kill -0 "$pid" 2>/dev/null || { cat "$work/up.err"; echo "tessera up died"; exit 1; }
-    sleep 0.1
-  done
-  cat "$work/up.err"; echo "tessera up did not become ready"; exit 1
-}
-
-stop() {
-  kill -INT "$pid"
-  wait "$pid"
-  grep -q "stopped cleanly" "$work/up.out" || { cat "$work/up.err"; echo "no clean shutdown"; exit 1; }
-  pid=""
-}
+. "$(dirname "$0")/lib.sh"
 
 start
 url="http://$addr"
