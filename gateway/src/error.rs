@@ -47,6 +47,9 @@ pub enum Error {
     /// Fewer datanodes have joined than the settings need (WebDAV 503).
     #[error("not enough datanodes: {0}")]
     TooFewDatanodes(String),
+    /// An upload ended with fewer or more bytes than its client announced.
+    #[error("{0}")]
+    Incomplete(String),
     /// A WebDAV lock held by someone else stands in the way.
     #[error("{0}")]
     Locked(String),

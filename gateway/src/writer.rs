@@ -170,8 +170,8 @@ impl ObjectWriter {
         if let Some(e) = expected
             && e != self.size
         {
-            return Err(Error::Invalid(format!(
-                "expected {e} bytes, received {}",
+            return Err(Error::Incomplete(format!(
+                "the client announced {e} bytes and sent {}; nothing was stored",
                 self.size
             )));
         }

@@ -82,13 +82,22 @@ pub struct StreamingPut {
 impl Http {
     /// Starts `PUT path` with a streamed (chunked) body.
     pub fn put_streaming(&self, path: &str) -> StreamingPut {
+        self.put_streaming_with(path, &[])
+    }
+
+    /// [`Http::put_streaming`] with extra headers.
+    pub fn put_streaming_with(&self, path: &str, headers: &[(&str, &str)]) -> StreamingPut {
         use futures::StreamExt;
         let (tx, rx) = futures::channel::mpsc::channel::<Bytes>(1);
         let body = http_body_util::StreamBody::new(
             rx.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))),
         );
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let req = hyper::Request::put(format!("{}{path}", self.base)).body(body);
+        let mut req = hyper::Request::put(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body);
         let reply = tokio::spawn(async move {
             let req = req.map_err(|e| e.to_string())?;
             client

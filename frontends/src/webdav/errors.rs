@@ -31,7 +31,7 @@ pub fn to_dav_error(e: Error) -> FsError {
         Error::IsADirectory(_) | Error::Invalid(_) | Error::InvalidPath(_) => FsError::Forbidden,
         // dav-server checks locks before it touches the file system; one
         // found later (taken meanwhile) is a conflict the client may retry.
-        Error::Locked(_) => FsError::GeneralFailure,
+        Error::Locked(_) | Error::Incomplete(_) => FsError::GeneralFailure,
         Error::Conflict(_) | Error::Internal(_) => FsError::GeneralFailure,
         Error::Unavailable { .. }
         | Error::Corrupt { .. }
@@ -69,6 +69,7 @@ pub fn refine(status: StatusCode, err: &Error) -> Option<(StatusCode, String)> {
         // may retry.
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Locked(_) => StatusCode::LOCKED,
+        Error::Incomplete(_) => StatusCode::BAD_REQUEST,
         Error::Internal(_) => status,
         _ => return None,
     };
