@@ -44,6 +44,53 @@ impl SecretArg {
     }
 }
 
+/// Who may use the WebDAV gateway, and over what.
+#[derive(Args, Clone)]
+struct AccessArgs {
+    /// Users file (NAME:ARGON2-HASH lines; `tessera user add` writes it):
+    /// every request must then carry the name and password of one of them
+    /// (HTTP Basic).
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (anyone who
+    /// can reach it can read and change every file).
+    #[arg(long)]
+    no_auth: bool,
+    /// TLS certificate chain (PEM); serves HTTPS with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    fn access(&self) -> servers::Access {
+        servers::Access {
+            users: self.users.clone(),
+            no_auth: self.no_auth,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user to a users file, or change their password. The password
+    /// comes from TESSERA_PASSWORD, else from a prompt on a terminal, else
+    /// from the first line of standard input.
+    ///
+    /// Example: tessera user add alice --users /etc/tessera/users
+    Add {
+        /// The user's name.
+        name: String,
+        /// The users file (created, mode 0600, if absent).
+        #[arg(long, value_name = "FILE")]
+        users: PathBuf,
+    },
+}
+
 #[derive(Args, Clone)]
 struct SettingsArgs {
     /// Copies of every block (R) for a new cluster [default: 2].
@@ -96,6 +143,13 @@ enum Command {
         /// redb page cache of each datanode, in MiB.
         #[arg(long, default_value_t = 128)]
         datanode_cache_mib: usize,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// Manage the users of a users file (see --users).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// Run the metadata service.
     Meta {
@@ -157,8 +211,28 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 6 * 3600)]
         upload_ttl: u64,
         #[command(flatten)]
+        access: AccessArgs,
+        #[command(flatten)]
         secret: SecretArg,
     },
+}
+
+/// The password for `user add`: TESSERA_PASSWORD, a prompt on a terminal,
+/// or the first line of standard input.
+fn read_new_password() -> Result<String> {
+    use std::io::IsTerminal;
+    if let Ok(p) = std::env::var("TESSERA_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("password: ")?;
+        let again = rpassword::prompt_password("again: ")?;
+        anyhow::ensure!(p == again, "the passwords differ; nothing was changed");
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -205,6 +279,7 @@ async fn run(cli: Cli) -> Result<()> {
             webdav,
             mount,
             datanode_cache_mib,
+            access,
         } => {
             if let Some(m) = mount {
                 anyhow::bail!(
@@ -217,10 +292,28 @@ async fn run(cli: Cli) -> Result<()> {
                 datanodes,
                 settings: settings.settings()?,
                 webdav,
+                access: access.access(),
                 datanode_cache_bytes: datanode_cache_mib << 20,
                 ..Default::default()
             };
             up::run(config, shutdown, None).await
+        }
+        Command::User {
+            command: UserCommand::Add { name, users },
+        } => {
+            let password = read_new_password()?;
+            let existed = tessera::webdav::auth::add_user(&users, &name, &password)
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "{} {name} in {}",
+                if existed {
+                    "changed the password of"
+                } else {
+                    "added"
+                },
+                users.display()
+            );
+            Ok(())
         }
         Command::Meta {
             listen,
@@ -259,6 +352,7 @@ async fn run(cli: Cli) -> Result<()> {
             webdav,
             gc_grace,
             upload_ttl,
+            access,
             secret,
         } => {
             let options = FsOptions {
@@ -269,6 +363,7 @@ async fn run(cli: Cli) -> Result<()> {
             servers::gateway(
                 &meta,
                 &webdav,
+                &access.access(),
                 secret.resolve().context("gateway")?,
                 options,
                 shutdown,

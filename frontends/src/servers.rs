@@ -76,17 +76,97 @@ pub async fn connect_fs(
 pub async fn gateway(
     meta: &str,
     webdav: &str,
+    access: &Access,
     secret: Secret,
     options: FsOptions,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let security = access.security()?;
+    let (listener, addr) = bind(webdav, "webdav").await?;
+    access.check_exposure(addr, &security)?;
     let fs = connect_fs(meta, secret, options, Duration::from_secs(30)).await?;
     let workers = fs.start_background(shutdown.clone());
-    let (listener, addr) = bind(webdav, "webdav").await?;
-    println!("tessera gateway listening on http://{addr}/ (WebDAV)");
-    crate::webdav::serve(listener, fs, shutdown.cancelled_owned()).await;
+    println!(
+        "tessera gateway listening on {}://{addr}/ (WebDAV{})",
+        access.scheme(),
+        access.describe()
+    );
+    crate::webdav::serve_secure(
+        listener,
+        fs,
+        crate::webdav::Limits::default(),
+        security,
+        shutdown.cancelled_owned(),
+    )
+    .await;
     for w in workers {
         let _ = w.await;
     }
     Ok(())
+}
+
+/// Who may use a WebDAV gateway, and over what (the `--users`, `--no-auth`,
+/// `--tls-cert` and `--tls-key` flags).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub users: Option<std::path::PathBuf>,
+    pub no_auth: bool,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl Access {
+    /// Loads the users file and the TLS identity.
+    pub fn security(&self) -> Result<crate::webdav::Security> {
+        if self.users.is_some() && self.no_auth {
+            anyhow::bail!("--users and --no-auth contradict each other; give one");
+        }
+        let auth = match &self.users {
+            Some(path) => Some(std::sync::Arc::new(
+                crate::webdav::auth::Auth::load(path).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                Some(crate::webdav::auth::tls_acceptor(c, k).map_err(anyhow::Error::msg)?)
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(crate::webdav::Security { auth, tls })
+    }
+
+    /// Refuses to serve anyone who can reach a non-loopback address
+    /// without authentication, unless `--no-auth` says so.
+    pub fn check_exposure(
+        &self,
+        addr: std::net::SocketAddr,
+        security: &crate::webdav::Security,
+    ) -> Result<()> {
+        if !addr.ip().is_loopback() && security.auth.is_none() && !self.no_auth {
+            anyhow::bail!(
+                "refusing to serve WebDAV on {addr} without authentication: anyone who can \
+                 reach it could read and change every file. Give --users FILE (make one \
+                 with `tessera user add NAME --users FILE`), or --no-auth if that is what \
+                 you want"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.users {
+            Some(u) => format!(", users from {}", u.display()),
+            None => String::new(),
+        }
+    }
 }

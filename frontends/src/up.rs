@@ -20,6 +20,8 @@ pub struct UpConfig {
     /// Settings for a new cluster (`None`: the stored ones, else defaults).
     pub settings: Option<Settings>,
     pub webdav: String,
+    /// Authentication and TLS of the WebDAV gateway.
+    pub access: crate::servers::Access,
     pub options: FsOptions,
     /// redb page cache of each datanode.
     pub datanode_cache_bytes: usize,
@@ -32,6 +34,7 @@ impl Default for UpConfig {
             datanodes: 3,
             settings: None,
             webdav: "127.0.0.1:8080".into(),
+            access: Default::default(),
             options: FsOptions::default(),
             datanode_cache_bytes: 128 << 20,
         }
@@ -55,6 +58,10 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<()> {
+    let security = config.access.security()?;
+    if let Ok(addr) = config.webdav.parse::<std::net::SocketAddr>() {
+        config.access.check_exposure(addr, &security)?;
+    }
     let data = config.data.clone();
     tokio::fs::create_dir_all(&data)
         .await
@@ -121,15 +128,24 @@ pub async fn run(
     fs.refresh_ring().await;
     let workers = fs.start_background(services.clone());
     let (listener, addr) = bind(&config.webdav, "webdav").await?;
+    config.access.check_exposure(addr, &security)?;
     println!(
-        "tessera up: WebDAV on http://{addr}/ — meta on {meta_addr}, {} datanodes ({settings}), data in {}",
+        "tessera up: WebDAV on {}://{addr}/ — meta on {meta_addr}, {} datanodes ({settings}), data in {}",
+        config.access.scheme(),
         config.datanodes,
         data.display()
     );
     if let Some(r) = ready {
         let _ = r.send(addr);
     }
-    crate::webdav::serve(listener, fs, shutdown.cancelled_owned()).await;
+    crate::webdav::serve_secure(
+        listener,
+        fs,
+        crate::webdav::Limits::default(),
+        security,
+        shutdown.cancelled_owned(),
+    )
+    .await;
 
     // Shut down in order: gateway done; stop workers and services.
     services.cancel();

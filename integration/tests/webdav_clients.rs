@@ -135,7 +135,11 @@ async fn gvfs_walks_ancestors_and_its_empty_put_leaves_no_junk() {
         .await
         .unwrap()
         .text();
-    assert_eq!(props.matches("doc.odt").count(), 2, "one entry (href and name): {props}");
+    assert_eq!(
+        props.matches("doc.odt").count(),
+        2,
+        "one entry (href and name): {props}"
+    );
     c.shutdown().await;
 }
 

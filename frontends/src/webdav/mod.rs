@@ -1,5 +1,6 @@
 //! The WebDAV front end: dav-server over `Fs`, served by hyper.
 
+pub mod auth;
 mod browse;
 mod davfs;
 pub mod errors;
@@ -322,7 +323,12 @@ fn is_root(raw: &str) -> bool {
 /// Answers one request, through a [`DavFs`] of its own: what the request
 /// looks up first is fetched with what it will want next, so a PUT costs
 /// two calls to meta and a PROPFIND of depth 1 one.
-pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve_request(
+    dav: &DavHandler,
+    fs: &Fs,
+    principal: Option<String>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if let Err(msg) = check_path(req.uri().path()) {
         return text(StatusCode::BAD_REQUEST, format!("{msg}\n"));
     }
@@ -373,9 +379,12 @@ pub async fn serve_request(dav: &DavHandler, fs: &Fs, req: Request<Incoming>) ->
         body: Some(b),
         failed: body_failed.clone(),
     });
-    let config = DavConfig::new()
+    let mut config = DavConfig::new()
         .filesystem(Box::new(own.clone()))
         .locksystem(Box::new(ls));
+    if let Some(user) = principal {
+        config = config.principal(user);
+    }
     if method.as_str() == "PROPPATCH" {
         return proppatch_request(dav, config, &own, req).await;
     }
@@ -658,6 +667,55 @@ pub async fn serve_with(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_secure(listener, fs, limits, Security::default(), shutdown).await
+}
+
+/// Who may use a gateway and how they reach it.
+#[derive(Default, Clone)]
+pub struct Security {
+    /// Basic authentication against a users file; `None`: anyone.
+    pub auth: Option<Arc<auth::Auth>>,
+    /// TLS; `None`: plain HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// The answer to a request that was not let in: 401 with a challenge (or
+/// 429 when its address failed too often), saying nothing more.
+fn denied(d: auth::Denied) -> Response<Body> {
+    let msg = match d {
+        auth::Denied::Unauthorized => "authentication required\n",
+        auth::Denied::TooMany => "too many failed logins from this address; wait a minute\n",
+    };
+    let mut r = text(d.status(), msg.into());
+    match d {
+        auth::Denied::Unauthorized => {
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_str(&format!(
+                    "Basic realm=\"{}\", charset=\"UTF-8\"",
+                    auth::REALM
+                ))
+                .expect("a valid header"),
+            );
+        }
+        auth::Denied::TooMany => {
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(auth::FAILURE_WINDOW.as_secs()),
+            );
+        }
+    }
+    r
+}
+
+/// [`serve_with`] behind authentication and TLS as `security` says.
+pub async fn serve_secure(
+    listener: TcpListener,
+    fs: Fs,
+    limits: Limits,
+    security: Security,
+    shutdown: impl Future<Output = ()>,
+) {
     let dav = handler(fs.clone());
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -680,25 +738,58 @@ pub async fn serve_with(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (dav, fs) = (dav.clone(), fs.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            // Request line and headers past this are refused (431), as
-            // Apache refuses fields past 8 KiB.
-            .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |req| {
-                    let (dav, fs) = (dav.clone(), fs.clone());
-                    async move { Ok::<_, Infallible>(serve_request(&dav, &fs, req).await) }
-                }),
-            );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = conn.await;
+        let (dav, fs, auth) = (dav.clone(), fs.clone(), security.auth.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (dav, fs, auth) = (dav.clone(), fs.clone(), auth.clone());
+            async move {
+                let principal = match &auth {
+                    Some(a) => match a.check(req.headers(), peer.ip()).await {
+                        Ok(user) => Some(user),
+                        Err(d) => return Ok::<_, Infallible>(denied(d)),
+                    },
+                    None => None,
+                };
+                Ok(serve_request(&dav, &fs, principal, req).await)
+            }
         });
+        let builder = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                // Request line and headers past this are refused (431), as
+                // Apache refuses fields past 8 KiB.
+                .max_buf_size(MAX_HEAD_BYTES);
+            b
+        };
+        match &security.tls {
+            None => {
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = conn.await;
+                });
+            }
+            Some(tls) => {
+                // The handshake runs in the connection's task, bounded like
+                // a request header, so a silent client holds nothing else.
+                let tls = tls.clone();
+                let watcher = graceful.watcher();
+                let timeout = limits.header_read_timeout;
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let stream = match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
     }
     drop(listener);
     // Open connections get a while to finish, then are dropped.
