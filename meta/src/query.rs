@@ -55,19 +55,7 @@ impl MetaStore {
             let name = components
                 .pop()
                 .ok_or_else(|| MetaError::Invalid("the root has no parent".into()))?;
-            validate_name(&name)?;
-            let parent = walk(&inodes, &dirents, &components)?;
-            if !parent.is_dir() {
-                return Err(MetaError::NotADirectory(format!(
-                    "/{}",
-                    components.join("/")
-                )));
-            }
-            let existing = match dirents.get((parent.ino, name.as_str())).map_err(storage)? {
-                Some(ino) => Some(get_inode(&inodes, ino.value())?),
-                None => None,
-            };
-            Ok((parent, existing))
+            parent_and_entry(&inodes, &dirents, &components, &name)
         })
         .await
     }
@@ -104,15 +92,7 @@ impl MetaStore {
             let (inode, parent) = match components.split_last() {
                 None => (Some(get_inode(&inodes, ROOT_INO)?), None),
                 Some((name, dir)) => {
-                    validate_name(name)?;
-                    let parent = walk(&inodes, &dirents, dir)?;
-                    if !parent.is_dir() {
-                        return Err(MetaError::NotADirectory(format!("/{}", dir.join("/"))));
-                    }
-                    let inode = match dirents.get((parent.ino, name.as_str())).map_err(storage)? {
-                        Some(ino) => Some(get_inode(&inodes, ino.value())?),
-                        None => None,
-                    };
+                    let (parent, inode) = parent_and_entry(&inodes, &dirents, dir, name)?;
                     (inode, Some(parent))
                 }
             };
@@ -268,6 +248,25 @@ fn walk(
         cur = get_inode(inodes, ino)?;
     }
     Ok(cur)
+}
+
+/// The directory at `dir` and what its entry `name` holds, if anything.
+fn parent_and_entry(
+    inodes: &ReadInodes,
+    dirents: &ReadDirents,
+    dir: &[String],
+    name: &str,
+) -> Result<(Inode, Option<Inode>), MetaError> {
+    validate_name(name)?;
+    let parent = walk(inodes, dirents, dir)?;
+    if !parent.is_dir() {
+        return Err(MetaError::NotADirectory(format!("/{}", dir.join("/"))));
+    }
+    let existing = match dirents.get((parent.ino, name)).map_err(storage)? {
+        Some(ino) => Some(get_inode(inodes, ino.value())?),
+        None => None,
+    };
+    Ok((parent, existing))
 }
 
 /// The entries of directory `ino` with their inodes, in name order.

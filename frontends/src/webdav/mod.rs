@@ -45,22 +45,27 @@ fn prefetch_for(req: &Request<Incoming>) -> Prefetch {
         .get("depth")
         .is_some_and(|d| d.as_bytes().trim_ascii() == b"1");
     match req.method().as_str() {
-        "PUT" => Prefetch::Parent,
+        "PUT" | "LOCK" => Prefetch::Parent,
         "PROPFIND" if depth_one => Prefetch::Listing,
         _ => Prefetch::Inode,
     }
 }
 
 fn text(status: StatusCode, msg: String) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", msg)
+}
+
+/// A whole response: `status`, a `Content-Type` and a body.
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(
-        Full::new(Bytes::from(msg))
+        Full::new(Bytes::from(body))
             .map_err(|e: Infallible| match e {})
             .boxed_unsync(),
     );
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        http::HeaderValue::from_static(content_type),
     );
     r
 }
@@ -454,17 +459,7 @@ where
 }
 
 fn xml_response(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|e: Infallible| match e {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml; charset=utf-8"),
-    );
-    r
+    respond(status, "application/xml; charset=utf-8", body)
 }
 
 /// PROPFIND, answered by [`props::propfind`]. Depth infinity is refused
