@@ -592,3 +592,213 @@ async fn a_renewed_upload_outlives_its_first_ttl() {
         Err(MetaError::Conflict(_))
     ));
 }
+
+fn lock_req(p: &str, token: &str, shared: bool, deep: bool, timeout_s: u64) -> LockRequest {
+    LockRequest {
+        token: token.into(),
+        path: p.into(),
+        href: format!("/{p}"),
+        principal: None,
+        owner: Some("<D:owner xmlns:D=\"DAV:\">me</D:owner>".into()),
+        shared,
+        deep,
+        timeout_s,
+    }
+}
+
+async fn take(s: &MetaStore, r: LockRequest) -> Result<LockInfo, MetaError> {
+    match s.apply(Change::Lock(r)).await? {
+        Outcome::Lock(l) => Ok(l),
+        o => panic!("expected a lock, got {o:?}"),
+    }
+}
+
+#[tokio::test]
+async fn locks_conflict_by_scope_and_depth_expire_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let deep = take(&s, lock_req("c", "t1", false, true, 60))
+        .await
+        .unwrap();
+    assert_eq!((deep.timeout_s, deep.remaining_s), (60, 60));
+    // Anything under a deep exclusive lock conflicts, and names it.
+    for r in [
+        lock_req("c/f", "t2", false, false, 60),
+        lock_req("c/f", "t2", true, false, 60),
+        lock_req("", "t2", true, true, 60),
+    ] {
+        match take(&s, r).await {
+            Err(MetaError::Locked(l)) => assert_eq!(l.token, "t1"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A depth-0 lock of the root does not reach into c; a sibling is free.
+    take(&s, lock_req("", "t3", false, false, 60))
+        .await
+        .unwrap();
+    take(&s, lock_req("d", "t4", false, false, 60))
+        .await
+        .unwrap();
+    // Shared locks share.
+    take(&s, lock_req("e", "s1", true, false, 60))
+        .await
+        .unwrap();
+    take(&s, lock_req("e", "s2", true, false, 60))
+        .await
+        .unwrap();
+    assert!(
+        take(&s, lock_req("e", "x", false, false, 60))
+            .await
+            .is_err()
+    );
+    // What a request on c/f sees: the deep lock of c (and not the root's
+    // depth-0 one); on c, also locks below it.
+    let around = s.locks(path("/c/f")).await.unwrap();
+    assert_eq!(
+        around.iter().map(|l| l.token.as_str()).collect::<Vec<_>>(),
+        ["t1"]
+    );
+    // Unlock by token, found on an ancestor of the path given.
+    s.apply(Change::Unlock {
+        path: "c/f".into(),
+        token: "t1".into(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.apply(Change::Unlock {
+            path: "c".into(),
+            token: "t1".into()
+        })
+        .await
+        .is_err()
+    );
+    take(&s, lock_req("c/f", "t5", false, false, 60))
+        .await
+        .unwrap();
+    // Deleting c drops the locks at and below it.
+    s.apply(Change::DropLocks { path: "c".into() })
+        .await
+        .unwrap();
+    assert!(s.locks(path("/c/f")).await.unwrap().is_empty());
+
+    // Locks outlive a restart of meta, and expire by its clock.
+    take(&s, lock_req("brief", "b", false, false, 1))
+        .await
+        .unwrap();
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(s.locks(path("/brief")).await.unwrap().len(), 1);
+    assert_eq!(s.locks(path("/d")).await.unwrap()[0].token, "t4");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(s.locks(path("/brief")).await.unwrap().is_empty());
+    take(&s, lock_req("brief", "b2", false, false, 1))
+        .await
+        .unwrap();
+    // A refresh restarts the timeout; timeouts are capped.
+    let long = take(&s, lock_req("long", "l", false, false, u64::MAX))
+        .await
+        .unwrap();
+    assert_eq!(long.timeout_s, 24 * 3600);
+    match s
+        .apply(Change::RefreshLock {
+            path: "long".into(),
+            token: "l".into(),
+            timeout_s: 5,
+        })
+        .await
+        .unwrap()
+    {
+        Outcome::Lock(l) => assert_eq!(l.timeout_s, 5),
+        o => panic!("{o:?}"),
+    }
+}
+
+fn prop(ns: &str, name: &str, value: &str) -> DeadProp {
+    DeadProp {
+        namespace: Some(ns.into()),
+        name: name.into(),
+        prefix: None,
+        xml: Some(format!("<x:{name} xmlns:x=\"{ns}\">{value}</x:{name}>").into_bytes()),
+    }
+}
+
+#[tokio::test]
+async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 2).await;
+    let f = publish(&s, ROOT_INO, "f", 10).await;
+    let g = publish(&s, ROOT_INO, "g", 10).await;
+    let set = |p: DeadProp| (true, p);
+    s.apply(Change::PatchProps {
+        ino: f.ino,
+        patch: vec![set(prop("urn:a", "x", "1")), set(prop("urn:b", "x", "2"))],
+        mtime: None,
+    })
+    .await
+    .unwrap();
+    let view = s.view(path("/f"), ViewWant::Inode).await.unwrap();
+    assert_eq!(view.props.len(), 1);
+    assert_eq!(view.props[0].1.len(), 2, "same name, two namespaces");
+    assert_eq!(
+        view.inode.unwrap().version,
+        f.version,
+        "dead properties do not change the ETag"
+    );
+    // Too large a value fails the whole patch: the other set stays undone.
+    let big = prop("urn:a", "big", &"v".repeat(70_000));
+    let r = s
+        .apply(Change::PatchProps {
+            ino: f.ino,
+            patch: vec![set(prop("urn:a", "y", "3")), set(big)],
+            mtime: None,
+        })
+        .await;
+    assert!(matches!(r, Err(MetaError::Invalid(_))), "{r:?}");
+    // A storage failure half-way leaves nothing either.
+    s.fail_write_after(2);
+    assert!(
+        s.apply(Change::PatchProps {
+            ino: f.ino,
+            patch: vec![set(prop("urn:a", "y", "3")), set(prop("urn:a", "z", "4"))],
+            mtime: Some(5),
+        })
+        .await
+        .is_err()
+    );
+    let view = s.view(path("/f"), ViewWant::Inode).await.unwrap();
+    assert_eq!(view.props[0].1.len(), 2);
+    assert_eq!(view.inode.unwrap().mtime, f.mtime);
+    // An mtime in the patch is the file's new mtime.
+    s.apply(Change::PatchProps {
+        ino: f.ino,
+        patch: vec![(false, prop("urn:b", "x", ""))],
+        mtime: Some(1_000_000_000),
+    })
+    .await
+    .unwrap();
+    let view = s.view(path("/f"), ViewWant::Inode).await.unwrap();
+    assert_eq!(view.inode.as_ref().unwrap().mtime, 1_000_000_000);
+    assert_eq!(view.props[0].1.len(), 1);
+    // COPY carries them; a listing shows each entry's.
+    s.apply(Change::CopyProps {
+        from: f.ino,
+        to: g.ino,
+    })
+    .await
+    .unwrap();
+    let listing = s.view(vec![], ViewWant::Listing).await.unwrap();
+    let with: Vec<u64> = listing.props.iter().map(|(i, _)| *i).collect();
+    assert_eq!(with, [f.ino, g.ino]);
+    // Unlinking f drops its properties; g keeps its copy.
+    s.apply(Change::Unlink {
+        parent: ROOT_INO,
+        name: "f".into(),
+    })
+    .await
+    .unwrap();
+    let listing = s.view(vec![], ViewWant::Listing).await.unwrap();
+    let with: Vec<u64> = listing.props.iter().map(|(i, _)| *i).collect();
+    assert_eq!(with, [g.ino]);
+}
