@@ -366,9 +366,6 @@ pub async fn serve_request(
             "the root collection cannot be deleted; nothing was changed\n".into(),
         );
     }
-    if req.method().as_str() == "PROPFIND" {
-        return propfind_request(fs, req).await;
-    }
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
     let mut own = DavFs::for_request(fs.clone(), prefetch_for(&req));
@@ -384,6 +381,9 @@ pub async fn serve_request(
         body: Some(b),
         failed: body_failed.clone(),
     });
+    if method.as_str() == "PROPFIND" {
+        return propfind_request(fs, req).await;
+    }
     let mut config = DavConfig::new()
         .filesystem(Box::new(own.clone()))
         .locksystem(Box::new(ls));
@@ -446,7 +446,19 @@ where
         .collect()
         .await
     {
-        Ok(b) => Ok(b.to_bytes()),
+        Ok(b) => {
+            let b = b.to_bytes();
+            if !props::shallow(&b, props::MAX_DEPTH) {
+                return Err(text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the XML body nests deeper than {} elements\n",
+                        props::MAX_DEPTH
+                    ),
+                ));
+            }
+            Ok(b)
+        }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is over {} bytes\n", props::MAX_BODY),
@@ -465,7 +477,11 @@ fn xml_response(status: StatusCode, body: String) -> Response<Body> {
 /// PROPFIND, answered by [`props::propfind`]. Depth infinity is refused
 /// (RFC 4918 §9.1: `propfind-finite-depth`), as Apache does by default: a
 /// whole tree in one answer is a denial of service waiting to happen.
-async fn propfind_request(fs: &Fs, req: Request<Incoming>) -> Response<Body> {
+async fn propfind_request<B>(fs: &Fs, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let depth = req
         .headers()
         .get("depth")

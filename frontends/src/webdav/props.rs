@@ -19,8 +19,42 @@ use super::browse::{encode, escape, rfc3339};
 pub const DAV: &str = "DAV:";
 pub const MS: &str = "urn:schemas-microsoft-com:";
 
-/// Largest PROPFIND or PROPPATCH body read, bytes.
-pub const MAX_BODY: usize = 1 << 20;
+/// Largest PROPFIND or PROPPATCH body read, bytes (dav-server's limit for
+/// the XML bodies it reads).
+pub const MAX_BODY: usize = 64 << 10;
+/// Deepest element nesting accepted in a request body: the XML parser
+/// recurses per level, and no WebDAV body needs more than a few.
+pub const MAX_DEPTH: usize = 100;
+
+/// Whether `xml` nests elements at most `max` deep (a cheap upper-bound
+/// scan before the recursive parser sees it).
+pub fn shallow(xml: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(at) = xml[i..].iter().position(|&b| b == b'<') {
+        let start = i + at;
+        let end = xml[start..]
+            .iter()
+            .position(|&b| b == b'>')
+            .map_or(xml.len(), |e| start + e);
+        match xml.get(start + 1) {
+            Some(b'/') => depth = depth.saturating_sub(1),
+            Some(b'?') | Some(b'!') => {}
+            _ if end < xml.len() && xml[end - 1] == b'/' => {}
+            _ => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+        }
+        i = end + 1;
+        if i >= xml.len() {
+            break;
+        }
+    }
+    true
+}
 
 /// A property's name: its namespace (`None`: no namespace) and local name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -574,6 +608,16 @@ pub fn all_ok(multistatus: &Bytes) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_bodies_are_caught_before_parsing() {
+        let deep = |n: usize| format!("<a>{}{}</a>", "<b>".repeat(n), "</b>".repeat(n));
+        assert!(shallow(deep(50).as_bytes(), MAX_DEPTH));
+        assert!(!shallow(deep(200).as_bytes(), MAX_DEPTH));
+        let flat = format!("<a>{}</a>", "<b/><c x='1'>t</c>".repeat(1000));
+        assert!(shallow(flat.as_bytes(), 3));
+        assert!(shallow(b"<?xml version=\"1.0\"?><!-- c --><a/>", 1));
+    }
 
     #[test]
     fn propfind_bodies() {
