@@ -36,6 +36,11 @@ impl Http {
         }
     }
 
+    /// The server's address ("127.0.0.1:8080").
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// `path` is sent as given (already escaped).
     pub async fn request(
         &self,

@@ -343,6 +343,29 @@ async fn delete_of_the_root_is_refused_and_changes_nothing() {
             r.text()
         );
     }
+    // Nor can it be overwritten by a COPY or MOVE (which would first
+    // delete what it holds).
+    let addr = h.addr();
+    for method in ["COPY", "MOVE"] {
+        for dest in ["/", "/dir/.."] {
+            let d = format!("http://{addr}{dest}");
+            let r = h
+                .request(
+                    method,
+                    "/dir",
+                    &[("Destination", d.as_str()), ("Overwrite", "T")],
+                    empty(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status,
+                StatusCode::FORBIDDEN,
+                "{method} to {dest}: {}",
+                r.text()
+            );
+        }
+    }
     let back = h.get("/keep.bin").await.unwrap();
     assert_eq!(back.status, StatusCode::OK);
     assert!(back.body == data, "a refused DELETE changed a file");

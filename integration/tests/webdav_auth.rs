@@ -144,6 +144,46 @@ async fn basic_auth_guards_every_request_and_throttles_guessing() {
         .unwrap();
     assert_eq!(put.status, StatusCode::NO_CONTENT);
 
+    // Another user who read the token from lockdiscovery cannot release
+    // alice's lock, nor write with it.
+    auth::add_user(&users, "bob", "hunter2").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let bob = basic("bob", "hunter2");
+    let steal = h
+        .request(
+            "UNLOCK",
+            "/f",
+            &[("Authorization", &bob), ("Lock-Token", &token)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        steal.status.is_client_error(),
+        "bob's UNLOCK: {}",
+        steal.status
+    );
+    let put = h
+        .request(
+            "PUT",
+            "/f",
+            &[("Authorization", &bob), ("If", &tagged)],
+            "bob's",
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.status, StatusCode::LOCKED);
+    let mine = h
+        .request(
+            "UNLOCK",
+            "/f",
+            &[("Authorization", &alice), ("Lock-Token", &token)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine.status, StatusCode::NO_CONTENT);
+
     // Guessing is throttled per address: then even the right password waits.
     for i in 0..auth::MAX_FAILURES {
         let _ = h
@@ -163,10 +203,8 @@ async fn basic_auth_guards_every_request_and_throttles_guessing() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers.get("retry-after").is_some());
 
-    // A user added while the gateway runs can log in (another address:
-    // this one is throttled).
-    auth::add_user(&users, "bob", "hunter2").unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Logins from another address are not held up (bob was added while
+    // the gateway ran).
     let listener_addr: std::net::SocketAddr = addr.parse().unwrap();
     let stream = tokio::net::TcpSocket::new_v4().unwrap();
     stream.bind("127.0.0.2:0".parse().unwrap()).unwrap();

@@ -36,6 +36,8 @@ pub enum MetaRequest {
     View {
         path: Vec<String>,
         want: ViewWant,
+        /// Whether to bring the dead properties (PROPFIND wants them).
+        props: bool,
     },
     /// The live WebDAV locks around a path.
     Locks(Vec<String>),
@@ -113,8 +115,8 @@ impl MetaService {
                 let (inodes, gc, leases) = s.counts().await?;
                 MetaReply::Counts { inodes, gc, leases }
             }
-            MetaRequest::View { path, want } => {
-                MetaReply::View(Box::new(s.view(path, want).await?))
+            MetaRequest::View { path, want, props } => {
+                MetaReply::View(Box::new(s.view(path, want, props).await?))
             }
             MetaRequest::Locks(path) => MetaReply::Locks(s.locks(path).await?),
             MetaRequest::Change(c) => MetaReply::Outcome(s.apply(c).await?),
@@ -235,8 +237,13 @@ impl MetaClient {
     }
 
     /// One look at a path for a WebDAV request (see [`DavView`]).
-    pub async fn view(&self, path: Vec<String>, want: ViewWant) -> Result<DavView, CallError> {
-        expect!(self.call(MetaRequest::View { path, want }).await?, MetaReply::View(v) => *v, "view")
+    pub async fn view(
+        &self,
+        path: Vec<String>,
+        want: ViewWant,
+        props: bool,
+    ) -> Result<DavView, CallError> {
+        expect!(self.call(MetaRequest::View { path, want, props }).await?, MetaReply::View(v) => *v, "view")
     }
 
     /// The live WebDAV locks around a path.
@@ -249,10 +256,17 @@ impl MetaClient {
         expect!(self.change(Change::Lock(req)).await?, Outcome::Lock(l) => l, "lock")
     }
 
-    pub async fn unlock(&self, path: &str, token: &str) -> Result<(), CallError> {
+    /// Releases lock `token` covering `path`, as `principal`.
+    pub async fn unlock(
+        &self,
+        path: &str,
+        token: &str,
+        principal: Option<&str>,
+    ) -> Result<(), CallError> {
         self.change_done(Change::Unlock {
             path: path.to_string(),
             token: token.to_string(),
+            principal: principal.map(str::to_string),
         })
         .await
     }
@@ -262,11 +276,13 @@ impl MetaClient {
         path: &str,
         token: &str,
         timeout_s: u64,
+        principal: Option<&str>,
     ) -> Result<LockInfo, CallError> {
         let change = Change::RefreshLock {
             path: path.to_string(),
             token: token.to_string(),
             timeout_s,
+            principal: principal.map(str::to_string),
         };
         expect!(self.change(change).await?, Outcome::Lock(l) => l, "refresh lock")
     }

@@ -133,16 +133,21 @@ pub enum Change {
     /// other lock covering the same resources, a shared one with exclusive
     /// ones. Answers `Outcome::Lock`.
     Lock(LockRequest),
-    /// Releases the lock `token` held on `path` or one of its ancestors.
+    /// Releases the lock `token` covering `path` (on it, or a deep one on
+    /// an ancestor). A lock taken by a user is released only by that user
+    /// (`principal`); otherwise `MetaError::Locked`.
     Unlock {
         path: String,
         token: String,
+        principal: Option<String>,
     },
-    /// Restarts the timeout of lock `token` (on `path` or an ancestor).
+    /// Restarts the timeout of lock `token` covering `path`, as `Unlock`
+    /// finds it and with the same rule for who may.
     RefreshLock {
         path: String,
         token: String,
         timeout_s: u64,
+        principal: Option<String>,
     },
     /// Drops every lock on `path` and below (it was deleted or moved away).
     DropLocks {

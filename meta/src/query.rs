@@ -80,12 +80,13 @@ impl MetaStore {
 
     /// One look at a path for a WebDAV request: what is there, its parent
     /// or entries as `want` says, their dead properties, and the live locks
-    /// around it (see [`DavView`]). A missing last component is not an
+    /// around it (see [`DavView`]); the properties only `with_props`. A missing last component is not an
     /// error (a PUT or LOCK creates it); a missing directory above it is.
     pub async fn view(
         &self,
         components: Vec<String>,
         want: ViewWant,
+        with_props: bool,
     ) -> Result<DavView, MetaError> {
         self.read(move |tx| {
             let (inodes, dirents) = namespace(tx)?;
@@ -107,7 +108,8 @@ impl MetaStore {
             let inos = inode
                 .iter()
                 .map(|i| i.ino)
-                .chain(entries.iter().flatten().map(|(_, i)| i.ino));
+                .chain(entries.iter().flatten().map(|(_, i)| i.ino))
+                .filter(|_| with_props);
             for ino in inos {
                 let p = props_of(&props_t, ino)?;
                 if !p.is_empty() {

@@ -662,13 +662,15 @@ async fn locks_conflict_by_scope_and_depth_expire_and_survive_a_reopen() {
     s.apply(Change::Unlock {
         path: "c/f".into(),
         token: "t1".into(),
+        principal: None,
     })
     .await
     .unwrap();
     assert!(
         s.apply(Change::Unlock {
             path: "c".into(),
-            token: "t1".into()
+            token: "t1".into(),
+            principal: None,
         })
         .await
         .is_err()
@@ -676,6 +678,34 @@ async fn locks_conflict_by_scope_and_depth_expire_and_survive_a_reopen() {
     take(&s, lock_req("c/f", "t5", false, false, 60))
         .await
         .unwrap();
+    // A depth-0 lock is not released through a path below it.
+    assert!(
+        s.apply(Change::Unlock {
+            path: "d/x".into(),
+            token: "t4".into(),
+            principal: None,
+        })
+        .await
+        .is_err()
+    );
+    // A user's lock is released by that user only.
+    let mut mine = lock_req("m", "alice-1", false, false, 60);
+    mine.principal = Some("alice".into());
+    take(&s, mine).await.unwrap();
+    let unlock_as = |who: Option<&str>| Change::Unlock {
+        path: "m".into(),
+        token: "alice-1".into(),
+        principal: who.map(String::from),
+    };
+    assert!(matches!(
+        s.apply(unlock_as(Some("bob"))).await,
+        Err(MetaError::Locked(_))
+    ));
+    assert!(matches!(
+        s.apply(unlock_as(None)).await,
+        Err(MetaError::Locked(_))
+    ));
+    s.apply(unlock_as(Some("alice"))).await.unwrap();
     // Deleting c drops the locks at and below it.
     s.apply(Change::DropLocks { path: "c".into() })
         .await
@@ -705,6 +735,7 @@ async fn locks_conflict_by_scope_and_depth_expire_and_survive_a_reopen() {
             path: "long".into(),
             token: "l".into(),
             timeout_s: 5,
+            principal: None,
         })
         .await
         .unwrap()
@@ -738,7 +769,7 @@ async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode(
     })
     .await
     .unwrap();
-    let view = s.view(path("/f"), ViewWant::Inode).await.unwrap();
+    let view = s.view(path("/f"), ViewWant::Inode, true).await.unwrap();
     assert_eq!(view.props.len(), 1);
     assert_eq!(view.props[0].1.len(), 2, "same name, two namespaces");
     assert_eq!(
@@ -767,7 +798,7 @@ async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode(
         .await
         .is_err()
     );
-    let view = s.view(path("/f"), ViewWant::Inode).await.unwrap();
+    let view = s.view(path("/f"), ViewWant::Inode, true).await.unwrap();
     assert_eq!(view.props[0].1.len(), 2);
     assert_eq!(view.inode.unwrap().mtime, f.mtime);
     // An mtime in the patch is the file's new mtime.
@@ -778,7 +809,7 @@ async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode(
     })
     .await
     .unwrap();
-    let view = s.view(path("/f"), ViewWant::Inode).await.unwrap();
+    let view = s.view(path("/f"), ViewWant::Inode, true).await.unwrap();
     assert_eq!(view.inode.as_ref().unwrap().mtime, 1_000_000_000);
     assert_eq!(view.props[0].1.len(), 1);
     // COPY carries them; a listing shows each entry's.
@@ -788,7 +819,7 @@ async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode(
     })
     .await
     .unwrap();
-    let listing = s.view(vec![], ViewWant::Listing).await.unwrap();
+    let listing = s.view(vec![], ViewWant::Listing, true).await.unwrap();
     let with: Vec<u64> = listing.props.iter().map(|(i, _)| *i).collect();
     assert_eq!(with, [f.ino, g.ino]);
     // Unlinking f drops its properties; g keeps its copy.
@@ -798,7 +829,7 @@ async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode(
     })
     .await
     .unwrap();
-    let listing = s.view(vec![], ViewWant::Listing).await.unwrap();
+    let listing = s.view(vec![], ViewWant::Listing, true).await.unwrap();
     let with: Vec<u64> = listing.props.iter().map(|(i, _)| *i).collect();
     assert_eq!(with, [g.ino]);
 }

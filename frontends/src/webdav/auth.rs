@@ -29,8 +29,13 @@ pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a verified name and password are remembered.
 const REMEMBER: Duration = Duration::from_secs(300);
-/// How often the users file is checked for changes.
+/// How often the users file is checked for changes (by size, inode and
+/// mtime), and how often it is reread regardless.
 const RECHECK: Duration = Duration::from_secs(2);
+const REREAD: Duration = Duration::from_secs(60);
+/// Password checks running at once (each takes ~19 MiB and a core for
+/// tens of milliseconds).
+const CONCURRENT_CHECKS: usize = 4;
 /// The realm in `WWW-Authenticate`.
 pub const REALM: &str = "Tessera";
 
@@ -133,17 +138,27 @@ pub fn add_user(path: &Path, name: &str, password: &str) -> Result<bool, String>
 struct Users {
     path: PathBuf,
     by_name: HashMap<String, String>,
-    modified: Option<SystemTime>,
+    stamp: Option<Stamp>,
     checked: Instant,
+    read: Instant,
 }
+
+/// What tells that the users file changed: size, inode, mtime.
+type Stamp = (u64, u64, SystemTime);
 
 /// The authenticator of one gateway.
 pub struct Auth {
     users: Mutex<Users>,
-    /// SHA-256 of "name:password" -> (name, verified when).
-    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
-    /// Client address -> (failures, window start).
+    /// SHA-256 of "name:password" -> (name, the hash it was checked
+    /// against, when). A hit counts only while the file still holds that
+    /// hash for that name.
+    verified: Mutex<HashMap<[u8; 32], (String, String, Instant)>>,
+    /// Client address -> (attempts, window start).
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    checks: tokio::sync::Semaphore,
+    /// Checked against when the name is unknown, so that an unknown name
+    /// takes as long to refuse as a wrong password.
+    dummy: String,
 }
 
 /// Why a request was not let in.
@@ -164,8 +179,10 @@ impl Denied {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.ino(), m.modified().ok()?))
 }
 
 /// `(name, password)` of a `Basic` Authorization header.
@@ -192,33 +209,33 @@ impl Auth {
             users: Mutex::new(Users {
                 path: path.to_path_buf(),
                 by_name,
-                modified: modified(path),
+                stamp: stamp(path),
                 checked: Instant::now(),
+                read: Instant::now(),
             }),
             verified: Mutex::default(),
             failures: Mutex::default(),
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            dummy: hash_password("no such user")?,
         })
     }
 
-    /// The hash of `name`, rereading the file if it changed.
+    /// The hash of `name`, rereading the file when it changed (and once a
+    /// minute regardless). A file that became unreadable or malformed lets
+    /// nobody in until it is fixed.
     fn hash_of(&self, name: &str) -> Option<String> {
         let mut u = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if u.checked.elapsed() >= RECHECK {
             u.checked = Instant::now();
-            let m = modified(&u.path);
-            if m != u.modified {
+            let now = stamp(&u.path);
+            if now != u.stamp || u.read.elapsed() >= REREAD {
+                u.read = Instant::now();
+                u.stamp = now;
                 match read_users(&u.path) {
-                    Ok(by_name) => {
-                        u.by_name = by_name;
-                        u.modified = m;
-                        self.verified
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clear();
-                        tracing::info!(file = %u.path.display(), "users file reloaded");
-                    }
+                    Ok(by_name) => u.by_name = by_name,
                     Err(e) => {
-                        tracing::warn!(error = %e, "users file unreadable; keeping the last one")
+                        tracing::error!(error = %e, "users file unusable: refusing every login until it is fixed");
+                        u.by_name.clear();
                     }
                 }
             }
@@ -232,7 +249,10 @@ impl Auth {
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
     }
 
-    fn failed(&self, ip: IpAddr) {
+    /// Counts an attempt from `ip` before its password is checked (so
+    /// guesses sent in parallel all count); `false` when it is over the
+    /// limit.
+    fn attempt(&self, ip: IpAddr) -> bool {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() > 100_000 {
             f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
@@ -241,7 +261,19 @@ impl Auth {
         if e.1.elapsed() >= FAILURE_WINDOW {
             *e = (0, Instant::now());
         }
+        if e.0 >= MAX_FAILURES {
+            return false;
+        }
         e.0 += 1;
+        true
+    }
+
+    /// A successful login does not count against its address.
+    fn forgive(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = f.get_mut(&ip) {
+            e.0 = e.0.saturating_sub(1);
+        }
     }
 
     /// Lets a request in (returning its user) or says why not.
@@ -254,41 +286,50 @@ impl Auth {
             return Err(Denied::Unauthorized);
         };
         let key: [u8; 32] = Sha256::digest(format!("{name}:{password}").as_bytes()).into();
-        let Some(hash) = self.hash_of(&name) else {
-            self.failed(ip);
-            tracing::info!(%ip, user = %name, "authentication failed: no such user");
-            return Err(Denied::Unauthorized);
-        };
-        {
+        let hash = self.hash_of(&name);
+        if let Some(h) = &hash {
             let v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((n, at)) = v.get(&key)
+            if let Some((n, checked_against, at)) = v.get(&key)
                 && *n == name
+                && checked_against == h
                 && at.elapsed() < REMEMBER
             {
                 return Ok(name);
             }
         }
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|h| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &h)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
-        if !ok {
-            self.failed(ip);
-            tracing::info!(%ip, user = %name, "authentication failed: wrong password");
-            return Err(Denied::Unauthorized);
+        if !self.attempt(ip) {
+            return Err(Denied::TooMany);
         }
+        let known = hash.is_some();
+        let against = hash.clone().unwrap_or_else(|| self.dummy.clone());
+        let verified = {
+            let _permit = self
+                .checks
+                .acquire()
+                .await
+                .map_err(|_| Denied::Unauthorized)?;
+            tokio::task::spawn_blocking(move || {
+                PasswordHash::new(&against)
+                    .map(|h| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &h)
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false)
+        };
+        let Some(hash) = hash.filter(|_| verified && known) else {
+            tracing::info!(%ip, user = %name, "authentication failed");
+            return Err(Denied::Unauthorized);
+        };
+        self.forgive(ip);
         let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if v.len() > 10_000 {
-            v.retain(|_, (_, at)| at.elapsed() < REMEMBER);
+            v.retain(|_, (_, _, at)| at.elapsed() < REMEMBER);
         }
-        v.insert(key, (name.clone(), Instant::now()));
+        v.insert(key, (name.clone(), hash, Instant::now()));
         Ok(name)
     }
 }
@@ -384,10 +425,33 @@ mod tests {
             Ok("bob".into())
         );
         assert!(read_users(&dir.path().join("absent")).is_err());
+
+        // A removed user is out at the next check, even if remembered.
+        let auth = Auth::load(&path).unwrap();
+        let ip3: IpAddr = "127.0.0.3".parse().unwrap();
+        assert!(auth.check(&basic("bob", "hunter2"), ip3).await.is_ok());
+        let alice_only = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("alice:"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        std::fs::write(&path, alice_only).unwrap();
+        tokio::time::sleep(RECHECK).await;
+        assert_eq!(
+            auth.check(&basic("bob", "hunter2"), ip3).await,
+            Err(Denied::Unauthorized)
+        );
+        // A broken file lets nobody in.
         std::fs::write(&path, "alice:nothash\n").unwrap();
         assert!(
             read_users(&path).is_err(),
             "a line that is not a hash is refused"
+        );
+        tokio::time::sleep(RECHECK).await;
+        assert_eq!(
+            auth.check(&basic("alice", "battery staple"), ip3).await,
+            Err(Denied::Unauthorized)
         );
     }
 }

@@ -1,6 +1,5 @@
 //! dav-server's `DavFileSystem` over the gateway's `Fs`.
 
-use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,8 +32,7 @@ pub enum Prefetch {
 }
 
 /// What this request has learnt about its path from meta (one [`DavView`]:
-/// the inode, its parent or its entries, their dead properties, and the
-/// locks around it). Only reads use it, and every change made through this
+/// the inode, its parent or its entries, and the locks around it). Only reads use it, and every change made through this
 /// request forgets it, so it is never staler than the request's own first
 /// look.
 #[derive(Default)]
@@ -42,10 +40,6 @@ struct Seen {
     /// The path's key (its components joined by '/').
     key: String,
     view: Option<DavView>,
-    /// Entry name -> inode number, for the properties of a listing's entries.
-    names: HashMap<String, u64>,
-    /// Inode number -> dead properties, for the inodes of the view.
-    props: HashMap<u64, Vec<DeadProp>>,
 }
 
 /// Locks meta reported around `key`: those covering it and those below it
@@ -182,15 +176,10 @@ impl DavFs {
 
     /// Asks meta about `p` (with whatever this request will want next) and
     /// remembers the answer.
-    async fn look(&self, p: &str, want: ViewWant) -> Result<DavView, Error> {
+    async fn look(&self, p: &str, want: ViewWant, props: bool) -> Result<DavView, Error> {
         let components = split_path(p)?;
         let key = components.join("/");
-        let view = self.fs.meta().view(components, want).await?;
-        let mut names = HashMap::new();
-        if let Some(entries) = &view.entries {
-            names.extend(entries.iter().map(|(n, i)| (n.clone(), i.ino)));
-        }
-        let props = view.props.iter().cloned().collect();
+        let view = self.fs.meta().view(components, want, props).await?;
         *self.seen_locks() = Some(SeenLocks {
             key: key.clone(),
             locks: view.locks.clone(),
@@ -198,8 +187,6 @@ impl DavFs {
         *self.seen() = Seen {
             key,
             view: Some(view.clone()),
-            names,
-            props,
         };
         Ok(view)
     }
@@ -225,7 +212,7 @@ impl DavFs {
                     Prefetch::Listing => ViewWant::Listing,
                     _ => ViewWant::Inode,
                 };
-                self.look(p, want).await?
+                self.look(p, want, false).await?
             }
         };
         view.inode.ok_or_else(|| Error::NotFound(p.to_string()))
@@ -250,31 +237,11 @@ impl DavFs {
         Ok((parent, name, existing))
     }
 
-    /// The dead properties of `p`: from the view this request has when it
-    /// covers `p` (the path itself or an entry of its listing), else from
-    /// meta.
+    /// The dead properties of `p`, from meta (PROPFIND, which reads them
+    /// in bulk, is answered by `props::propfind`; dav-server asks here only
+    /// in the rare requests it still answers itself).
     async fn props_at(&self, p: &str) -> Result<Vec<DeadProp>, Error> {
-        let components = split_path(p)?;
-        let key = components.join("/");
-        {
-            let seen = self.seen();
-            if let Some(view) = &seen.view {
-                let ino = if seen.key == key {
-                    view.inode.as_ref().map(|i| i.ino)
-                } else if view.entries.is_some()
-                    && !components.is_empty()
-                    && components[..components.len() - 1].join("/") == seen.key
-                {
-                    components.last().and_then(|n| seen.names.get(n).copied())
-                } else {
-                    None
-                };
-                if let Some(ino) = ino {
-                    return Ok(seen.props.get(&ino).cloned().unwrap_or_default());
-                }
-            }
-        }
-        let view = self.look(p, ViewWant::Inode).await?;
+        let view = self.look(p, ViewWant::Inode, true).await?;
         let ino = view
             .inode
             .as_ref()

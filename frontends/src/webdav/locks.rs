@@ -29,6 +29,8 @@ pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub struct MetaLs {
     dav: DavFs,
+    /// The authenticated user of the request, if any.
+    principal: Option<String>,
 }
 
 impl std::fmt::Debug for MetaLs {
@@ -38,8 +40,8 @@ impl std::fmt::Debug for MetaLs {
 }
 
 impl MetaLs {
-    pub fn new(dav: DavFs) -> Self {
-        MetaLs { dav }
+    pub fn new(dav: DavFs, principal: Option<String>) -> Self {
+        MetaLs { dav, principal }
     }
 }
 
@@ -232,7 +234,7 @@ impl DavLockSystem for MetaLs {
             self.dav
                 .fs()
                 .meta()
-                .unlock(&key, &token)
+                .unlock(&key, &token, self.principal.as_deref())
                 .await
                 .map_err(|e| tracing::debug!(error = %e, "UNLOCK refused"))
         }
@@ -253,7 +255,7 @@ impl DavLockSystem for MetaLs {
             self.dav
                 .fs()
                 .meta()
-                .refresh_lock(&key, &token, timeout_s(timeout))
+                .refresh_lock(&key, &token, timeout_s(timeout), self.principal.as_deref())
                 .await
                 .map(|l| to_dav_lock(&l))
                 .map_err(|e| tracing::debug!(error = %e, "lock refresh refused"))

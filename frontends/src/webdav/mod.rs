@@ -341,6 +341,16 @@ pub async fn serve_request(
         return text(StatusCode::BAD_REQUEST, format!("{msg}\n"));
     }
     if matches!(req.method().as_str(), "COPY" | "MOVE")
+        && destination_path(req.headers())
+            .is_some_and(|d| split_path(&d).is_ok_and(|c| c.is_empty()))
+    {
+        // Overwriting the root would first delete everything in it.
+        return text(
+            StatusCode::FORBIDDEN,
+            "the root collection cannot be overwritten; nothing was changed\n".into(),
+        );
+    }
+    if matches!(req.method().as_str(), "COPY" | "MOVE")
         && destination_within_source(req.uri().path(), req.headers())
     {
         return text(
@@ -375,7 +385,7 @@ pub async fn serve_request(
     {
         own = own.copying(&src, &dest);
     }
-    let ls = locks::MetaLs::new(own.clone());
+    let ls = locks::MetaLs::new(own.clone(), principal.clone());
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let req = req.map(|b| DrainOnDrop {
         body: Some(b),

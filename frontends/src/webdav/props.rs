@@ -26,29 +26,61 @@ pub const MAX_BODY: usize = 64 << 10;
 /// recurses per level, and no WebDAV body needs more than a few.
 pub const MAX_DEPTH: usize = 100;
 
-/// Whether `xml` nests elements at most `max` deep (a cheap upper-bound
-/// scan before the recursive parser sees it).
+/// Whether `xml` nests elements at most `max` deep: a cheap scan before
+/// the (recursive) parser sees it. It errs towards "too deep": quoted
+/// attribute values, comments, CDATA and processing instructions are
+/// skipped whole, and anything it cannot follow counts as an open element.
 pub fn shallow(xml: &[u8], max: usize) -> bool {
+    let find = |from: usize, pat: &[u8]| {
+        xml.get(from..)
+            .and_then(|r| r.windows(pat.len()).position(|w| w == pat))
+            .map(|p| from + p + pat.len())
+    };
     let mut depth = 0usize;
     let mut i = 0;
     while let Some(at) = xml[i..].iter().position(|&b| b == b'<') {
         let start = i + at;
-        let end = xml[start..]
-            .iter()
-            .position(|&b| b == b'>')
-            .map_or(xml.len(), |e| start + e);
-        match xml.get(start + 1) {
-            Some(b'/') => depth = depth.saturating_sub(1),
-            Some(b'?') | Some(b'!') => {}
-            _ if end < xml.len() && xml[end - 1] == b'/' => {}
-            _ => {
+        let rest = &xml[start + 1..];
+        i = if rest.starts_with(b"!--") {
+            match find(start, b"-->") {
+                Some(e) => e,
+                None => return true,
+            }
+        } else if rest.starts_with(b"![CDATA[") {
+            match find(start, b"]]>") {
+                Some(e) => e,
+                None => return true,
+            }
+        } else if rest.starts_with(b"?") || rest.starts_with(b"!") {
+            match find(start, b">") {
+                Some(e) => e,
+                None => return true,
+            }
+        } else {
+            // A tag: find its end outside quoted attribute values.
+            let mut j = start + 1;
+            let mut quote = None;
+            while j < xml.len() {
+                match (quote, xml[j]) {
+                    (None, b'"' | b'\'') => quote = Some(xml[j]),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            let closing = rest.first() == Some(&b'/');
+            let empty = j < xml.len() && quote.is_none() && xml[j - 1] == b'/';
+            if closing {
+                depth = depth.saturating_sub(1);
+            } else if !empty {
                 depth += 1;
                 if depth > max {
                     return false;
                 }
             }
-        }
-        i = end + 1;
+            j + 1
+        };
         if i >= xml.len() {
             break;
         }
@@ -192,11 +224,22 @@ pub fn etag(inode: &Inode) -> String {
     format!("\"{:x}-{:x}\"", inode.ino, inode.version)
 }
 
-/// Escapes text for XML element content.
+/// Escapes text for XML element content. Characters XML 1.0 cannot carry
+/// at all (control characters a file name may hold) become U+FFFD, so one
+/// odd name cannot make a whole listing unreadable.
 fn xml_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn http_date(ns: i64) -> String {
@@ -227,7 +270,10 @@ fn dead_xml(p: &DeadProp) -> Option<String> {
         Some(rest) => rest.split_once("?>")?.1,
         None => xml,
     };
-    Some(xml.trim().to_string())
+    let xml = xml.trim();
+    // Anything but one element (as dav-server stores them) is not pasted
+    // into the answer.
+    (xml.starts_with('<') && xml.ends_with('>')).then(|| xml.to_string())
 }
 
 fn is_below(key: &str, ancestor: &str) -> bool {
@@ -461,7 +507,7 @@ pub async fn propfind(
     };
     let view: DavView = fs
         .meta()
-        .view(components.clone(), want)
+        .view(components.clone(), want, true)
         .await
         .map_err(Error::from)?;
     let inode = view
@@ -478,12 +524,9 @@ pub async fn propfind(
         None
     };
     let cx = Context { microsoft, space };
-    let props_of = |ino: u64| -> &[DeadProp] {
-        view.props
-            .iter()
-            .find(|(i, _)| *i == ino)
-            .map_or(&[][..], |(_, p)| p.as_slice())
-    };
+    let by_ino: std::collections::HashMap<u64, &[DeadProp]> =
+        view.props.iter().map(|(i, p)| (*i, p.as_slice())).collect();
+    let props_of = |ino: u64| -> &[DeadProp] { by_ino.get(&ino).copied().unwrap_or(&[]) };
     let key = components.join("/");
     let mut base: String = components
         .iter()
@@ -617,6 +660,13 @@ mod tests {
         let flat = format!("<a>{}</a>", "<b/><c x='1'>t</c>".repeat(1000));
         assert!(shallow(flat.as_bytes(), 3));
         assert!(shallow(b"<?xml version=\"1.0\"?><!-- c --><a/>", 1));
+        // Closing tags hidden in comments, CDATA or attribute values do
+        // not lower the count; a '/>' inside a value does not close a tag.
+        let sneaky = format!(
+            "<a>{}</a>",
+            "<b x=\"/>\"><!-- </b> --><![CDATA[</b>]]>".repeat(200)
+        );
+        assert!(!shallow(sneaky.as_bytes(), MAX_DEPTH));
     }
 
     #[test]
@@ -715,6 +765,22 @@ mod tests {
             !all.contains("404"),
             "allprop reports no missing properties"
         );
+        // A name with a control character still makes well-formed XML.
+        let odd = Resource {
+            href: "/odd".into(),
+            name: "a\u{1}b<&>",
+            key: "odd".into(),
+            inode: &i,
+            dead: &dead,
+            locks: &[],
+        };
+        let doc = format!(
+            "<D:multistatus xmlns:D=\"DAV:\">{}</D:multistatus>",
+            odd.response(&Ask::All(vec![]), &cx)
+        );
+        let parsed = Element::parse(doc.as_bytes()).expect("well-formed");
+        assert!(doc.contains("a\u{FFFD}b&lt;&amp;&gt;"), "{doc}");
+        drop(parsed);
         let names = r.response(&Ask::Names, &cx);
         assert!(names.contains("<X:colour xmlns:X=\"urn:x\"/>") && !names.contains("blue"));
     }

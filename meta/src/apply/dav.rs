@@ -75,13 +75,25 @@ impl Tables<'_> {
         Ok(Outcome::Lock(info))
     }
 
-    /// The key holding live lock `token` among `path` and its ancestors.
-    fn find_lock(&self, path: &str, token: &str, now: i64) -> Result<String, MetaError> {
+    /// The key holding live lock `token` that covers `path` (on the path
+    /// itself, or a deep one on an ancestor), if `principal` may release
+    /// or refresh it: the one who took it (anyone, for a lock taken without
+    /// authentication).
+    fn find_lock(
+        &self,
+        path: &str,
+        token: &str,
+        principal: Option<&str>,
+        now: i64,
+    ) -> Result<String, MetaError> {
         for k in ancestors_and_self(path) {
-            if read_locks(&self.locks, k)?
-                .iter()
-                .any(|l| l.info.token == token && l.live(now))
-            {
+            let found = read_locks(&self.locks, k)?
+                .into_iter()
+                .find(|l| l.info.token == token && l.live(now) && (k == path || l.info.deep));
+            if let Some(l) = found {
+                if l.info.principal.is_some() && l.info.principal.as_deref() != principal {
+                    return Err(MetaError::Locked(Box::new(l.report(now))));
+                }
                 return Ok(k.to_string());
             }
         }
@@ -94,9 +106,10 @@ impl Tables<'_> {
         &mut self,
         path: &str,
         token: &str,
+        principal: Option<&str>,
         now: i64,
     ) -> Result<Outcome, MetaError> {
-        let key = self.find_lock(path, token, now)?;
+        let key = self.find_lock(path, token, principal, now)?;
         let rest: Vec<StoredLock> = read_locks(&self.locks, &key)?
             .into_iter()
             .filter(|l| l.info.token != token && l.live(now))
@@ -110,9 +123,10 @@ impl Tables<'_> {
         path: &str,
         token: &str,
         timeout_s: u64,
+        principal: Option<&str>,
         now: i64,
     ) -> Result<Outcome, MetaError> {
-        let key = self.find_lock(path, token, now)?;
+        let key = self.find_lock(path, token, principal, now)?;
         let mut here: Vec<StoredLock> = read_locks(&self.locks, &key)?
             .into_iter()
             .filter(|l| l.live(now))
@@ -127,6 +141,24 @@ impl Tables<'_> {
         self.write_locks(&key, &here)?;
         out.map(Outcome::Lock)
             .ok_or_else(|| MetaError::NotFound(format!("lock {token}")))
+    }
+
+    /// Removes expired locks (they are already ignored; this keeps the
+    /// table from growing). Runs with the periodic lease reaping.
+    pub(super) fn prune_locks(&mut self, now: i64) -> Result<(), MetaError> {
+        let mut stale = Vec::new();
+        for entry in self.locks.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            let locks: Vec<StoredLock> = crate::schema::dec(v.value())?;
+            if locks.iter().any(|l| !l.live(now)) {
+                let live: Vec<StoredLock> = locks.into_iter().filter(|l| l.live(now)).collect();
+                stale.push((k.value().to_string(), live));
+            }
+        }
+        for (k, live) in stale {
+            self.write_locks(&k, &live)?;
+        }
+        Ok(())
     }
 
     pub(super) fn drop_locks(&mut self, path: &str) -> Result<Outcome, MetaError> {

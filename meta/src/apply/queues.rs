@@ -34,6 +34,7 @@ impl Tables<'_> {
             self.wrote()?;
             self.leases.remove(first).map_err(storage)?;
         }
+        self.prune_locks(now)?;
         Ok(Outcome::Count(collected))
     }
 
