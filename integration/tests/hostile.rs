@@ -128,8 +128,36 @@ async fn hostile_webdav_requests_get_4xx_and_change_nothing() {
         "{LAUGHS}<D:propertyupdate xmlns:D=\"DAV:\"><D:set><D:prop><D:x>&lol9;</D:x></D:prop></D:set></D:propertyupdate>"
     );
     let garbage = Bytes::from(pseudo_random(3, 5000));
+    // Deep but small enough to be read whole: it must not reach a
+    // recursive parser (a LOCK body like this aborted the process).
+    let deep_small = deep_xml(3_500);
+    assert!(deep_small.len() < 64 << 10);
     for (what, method, path, body) in [
         ("deep XML", "PROPFIND", "/", Bytes::from(deep)),
+        (
+            "deep small XML",
+            "PROPFIND",
+            "/",
+            Bytes::from(deep_small.clone()),
+        ),
+        (
+            "deep small XML",
+            "PROPPATCH",
+            "/keep.bin",
+            Bytes::from(deep_small.clone()),
+        ),
+        (
+            "deep small XML",
+            "LOCK",
+            "/keep.bin",
+            Bytes::from(deep_small.clone()),
+        ),
+        (
+            "deep small XML",
+            "LOCK",
+            "/new-lock",
+            Bytes::from(deep_small),
+        ),
         ("billion laughs", "PROPFIND", "/", Bytes::from(laughs_find)),
         (
             "billion laughs",

@@ -403,7 +403,20 @@ pub async fn serve_request(
     if method.as_str() == "PROPPATCH" {
         return proppatch_request(dav, config, &own, req).await;
     }
-    let (resp, err) = errors::with_error_slot(dav.handle_with(config, req)).await;
+    let (resp, err) = if method.as_str() == "LOCK" {
+        // dav-server parses a LOCK body with a recursive XML parser: a body
+        // nested a few thousand deep overflowed the stack and aborted the
+        // gateway. Read and check it first.
+        let (parts, body) = req.into_parts();
+        let body = match small_body(body).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let req = Request::from_parts(parts, Full::new(body));
+        errors::with_error_slot(dav.handle_with(config, req)).await
+    } else {
+        errors::with_error_slot(dav.handle_with(config, req)).await
+    };
     if body_failed.load(std::sync::atomic::Ordering::Relaxed) {
         // The client's body broke off (shorter than its Content-Length, bad
         // chunking): the upload failed on the client's side, and nothing
