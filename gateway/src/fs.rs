@@ -210,6 +210,12 @@ impl Fs {
             .await
     }
 
+    /// Creates a node of any kind with its owner (the FUSE front end);
+    /// `mkdir` and `create` are shorthands with owner root.
+    pub async fn make(&self, new: NewNode) -> Result<Inode> {
+        Ok(self.engine.meta.create(new).await?)
+    }
+
     async fn create_node(
         &self,
         parent: u64,
