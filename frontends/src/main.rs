@@ -194,6 +194,23 @@ enum Command {
         #[command(flatten)]
         secret: SecretArg,
     },
+    /// FUSE-mount the file system (as root; serves until unmounted or
+    /// signalled).
+    ///
+    /// Example: tessera mount /mnt/tessera --meta 127.0.0.1:7000 --secret-file tessera-data/secret
+    Mount {
+        /// Empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Address of the metadata service.
+        #[arg(long)]
+        meta: String,
+        /// Detach once mounted (the mount keeps running in the background;
+        /// `umount MOUNTPOINT` ends it).
+        #[arg(long)]
+        daemon: bool,
+        #[command(flatten)]
+        secret: SecretArg,
+    },
     /// Run a WebDAV gateway.
     Gateway {
         /// Address of the metadata service.
@@ -233,6 +250,57 @@ fn read_new_password() -> Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `--daemon`: runs the same command again without it, in a new session
+/// with no terminal, passes on what it says until it is mounted (or
+/// failed), and leaves it running.
+fn daemonize() -> Result<()> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--daemon")
+        .collect();
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the mount in the background")?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let errors = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.push(l);
+            if lines.len() > 50 {
+                lines.remove(0);
+            }
+        }
+        lines
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut first)?;
+    if first.starts_with("tessera mount: serving") {
+        println!("{} (pid {})", first.trim_end(), child.id());
+        return Ok(());
+    }
+    let status = child.wait()?;
+    let said = errors.join().unwrap_or_default().join("\n");
+    anyhow::bail!("the mount did not start ({status}): {said}")
 }
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -281,13 +349,8 @@ async fn run(cli: Cli) -> Result<()> {
             datanode_cache_mib,
             access,
         } => {
-            if let Some(m) = mount {
-                anyhow::bail!(
-                    "--mount {}: the FUSE front end is not built yet; use WebDAV (e.g. davfs2) for now",
-                    m.display()
-                );
-            }
             let config = up::UpConfig {
+                mount,
                 data,
                 datanodes,
                 settings: settings.settings()?,
@@ -346,6 +409,21 @@ async fn run(cli: Cli) -> Result<()> {
             config.advertise = advertise;
             config.reserve_bytes = reserve_mib.map(|m| m << 20);
             servers::datanode(&listen, config, secret.resolve()?, shutdown).await
+        }
+        Command::Mount {
+            mountpoint,
+            meta,
+            daemon,
+            secret,
+        } => {
+            if daemon {
+                return daemonize();
+            }
+            let secret = secret.resolve().context("mount")?;
+            let fs =
+                servers::connect_fs(&meta, secret, FsOptions::default(), Duration::from_secs(30))
+                    .await?;
+            tessera::fuse::run(fs, &mountpoint, shutdown).await
         }
         Command::Gateway {
             meta,

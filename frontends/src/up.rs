@@ -25,6 +25,8 @@ pub struct UpConfig {
     pub options: FsOptions,
     /// redb page cache of each datanode.
     pub datanode_cache_bytes: usize,
+    /// Also FUSE-mount the file system here.
+    pub mount: Option<PathBuf>,
 }
 
 impl Default for UpConfig {
@@ -37,6 +39,7 @@ impl Default for UpConfig {
             access: Default::default(),
             options: FsOptions::default(),
             datanode_cache_bytes: 128 << 20,
+            mount: None,
         }
     }
 }
@@ -135,6 +138,21 @@ pub async fn run(
         config.datanodes,
         data.display()
     );
+    // The mount is a client of its own (its own engine and name in meta),
+    // so it hears of changes made over WebDAV like any other client.
+    let mut mounted = None;
+    if let Some(dir) = &config.mount {
+        let mfs = connect_fs(
+            &meta_addr.to_string(),
+            secret.clone(),
+            config.options.clone(),
+            Duration::from_secs(10),
+        )
+        .await?;
+        let m = crate::fuse::mount(mfs, dir).await?;
+        println!("tessera up: FUSE mount on {}", m.mountpoint().display());
+        mounted = Some(m);
+    }
     if let Some(r) = ready {
         let _ = r.send(addr);
     }
@@ -146,6 +164,9 @@ pub async fn run(
         shutdown.cancelled_owned(),
     )
     .await;
+    if let Some(m) = mounted {
+        m.unmount().await?;
+    }
 
     // Shut down in order: gateway done; stop workers and services.
     services.cancel();

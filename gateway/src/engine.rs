@@ -80,13 +80,15 @@ pub struct Engine {
 
 impl Engine {
     pub(crate) fn new(meta: MetaClient, io: BlockIo, options: FsOptions) -> Self {
+        let holder = random_holder();
         Engine {
-            meta,
+            // Its changes carry its name, so it can skip them in the feed.
+            meta: meta.with_origin(holder),
             io,
             options,
             write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             lease: tokio::sync::Mutex::new(None),
-            holder: random_holder(),
+            holder,
         }
     }
 

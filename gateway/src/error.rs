@@ -55,6 +55,14 @@ pub enum Error {
     Locked(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    NotPermitted(String),
+    /// No such extended attribute.
+    #[error("{0}")]
+    NoAttr(String),
+    /// A file lock of another owner stands in the way.
+    #[error("{0}")]
+    WouldBlock(String),
 }
 
 impl From<MetaError> for Error {
@@ -73,6 +81,10 @@ impl From<MetaError> for Error {
             MetaError::Settings(m) => Error::TooFewDatanodes(m),
             e @ MetaError::Locked(_) => Error::Locked(e.to_string()),
             MetaError::Storage(m) => Error::Internal(format!("meta: {m}")),
+            MetaError::NotPermitted(m) => Error::NotPermitted(m),
+            MetaError::NoAttr(m) => Error::NoAttr(m),
+            MetaError::NoSpace(m) => Error::NoSpace(m),
+            e @ MetaError::WouldBlock(_) => Error::WouldBlock(e.to_string()),
         }
     }
 }

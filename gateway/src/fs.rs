@@ -106,6 +106,12 @@ impl Fs {
         tasks
     }
 
+    /// This gateway's name in meta: random per [`Fs`], the holder of its
+    /// write leases and the origin of its changes in meta's change feed.
+    pub fn holder(&self) -> u64 {
+        self.engine.holder
+    }
+
     pub fn meta(&self) -> &MetaClient {
         &self.engine.meta
     }

@@ -42,6 +42,12 @@ impl Proc {
     /// Starts `tessera <args>` with stderr to `log_dir/<name>.log` and waits
     /// for its "listening on ADDR" line.
     pub fn start(name: &str, args: &[&str], log_dir: &Path) -> Proc {
+        Self::start_until(name, args, log_dir, "listening on ")
+    }
+
+    /// Like [`Proc::start`], ready at the line containing `ready`; `addr` is
+    /// the word after it.
+    pub fn start_until(name: &str, args: &[&str], log_dir: &Path, ready: &str) -> Proc {
         let stderr_path = log_dir.join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -69,7 +75,7 @@ impl Proc {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
+                    if let Some(rest) = line.split(ready).nth(1) {
                         let a = rest.split_whitespace().next().unwrap_or("");
                         break a
                             .trim_start_matches("http://")
@@ -120,7 +126,8 @@ impl Proc {
         self.signal(libc::SIGCONT);
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) on a PID this handle spawned and has not reaped.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, sig);
@@ -250,6 +257,23 @@ impl ProcCluster {
         args.extend(self.gateway_args.iter().map(String::as_str));
         let g = Proc::start("gateway", &args, self.dir.path());
         self.gateway = Some(g);
+    }
+
+    /// Runs `tessera mount DIR` against this cluster; ready once mounted.
+    pub fn mount(&self, name: &str, dir: &Path) -> Proc {
+        Proc::start_until(
+            name,
+            &[
+                "mount",
+                dir.to_str().expect("utf-8 mount point"),
+                "--meta",
+                &self.meta.addr,
+                "--secret-file",
+                self.secret_arg(),
+            ],
+            self.dir.path(),
+            "serving ",
+        )
     }
 
     pub fn gateway_addr(&self) -> String {

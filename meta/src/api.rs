@@ -42,6 +42,27 @@ pub enum MetaRequest {
     /// The live WebDAV locks around a path.
     Locks(Vec<String>),
     Change(Change),
+    /// A change made on behalf of `origin` (a gateway or mount), which its
+    /// events in the change feed carry.
+    ChangeAs {
+        origin: u64,
+        change: Change,
+    },
+    GetXattr {
+        ino: u64,
+        name: Vec<u8>,
+    },
+    ListXattr(u64),
+    GetLock {
+        ino: u64,
+        lock: FileLock,
+    },
+    /// The change feed from sequence number `since` (0: from now on),
+    /// waiting up to `wait_ms` (at most 30 s) while there is nothing new.
+    Watch {
+        since: u64,
+        wait_ms: u32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +77,10 @@ pub enum MetaReply {
     View(Box<DavView>),
     Locks(Vec<LockInfo>),
     Outcome(Outcome),
+    Xattr(Vec<u8>),
+    Names(Vec<Vec<u8>>),
+    FileLock(Option<FileLock>),
+    Events(Events),
 }
 
 pub type MetaResponse = Result<MetaReply, MetaError>;
@@ -120,6 +145,16 @@ impl MetaService {
             }
             MetaRequest::Locks(path) => MetaReply::Locks(s.locks(path).await?),
             MetaRequest::Change(c) => MetaReply::Outcome(s.apply(c).await?),
+            MetaRequest::ChangeAs { origin, change } => {
+                MetaReply::Outcome(s.apply_as(origin, change).await?)
+            }
+            MetaRequest::GetXattr { ino, name } => MetaReply::Xattr(s.get_xattr(ino, name).await?),
+            MetaRequest::ListXattr(ino) => MetaReply::Names(s.list_xattr(ino).await?),
+            MetaRequest::GetLock { ino, lock } => MetaReply::FileLock(s.get_lock(ino, lock).await?),
+            MetaRequest::Watch { since, wait_ms } => MetaReply::Events(
+                s.watch(since, Duration::from_millis(u64::from(wait_ms.min(30_000))))
+                    .await,
+            ),
         })
     }
 }
@@ -140,6 +175,8 @@ pub enum CallError {
 #[derive(Clone)]
 pub struct MetaClient {
     rpc: Client<MetaService>,
+    /// Who this client's changes are made for, in the change feed (0: nobody).
+    origin: u64,
 }
 
 /// Default per-call timeout for meta calls.
@@ -158,7 +195,15 @@ impl MetaClient {
     pub fn new(transport: &Transport, addr: &str) -> Self {
         MetaClient {
             rpc: transport.client(addr, META_TIMEOUT),
+            origin: 0,
         }
+    }
+
+    /// The same client, its changes tagged with `origin` in the change feed
+    /// (so that their maker can skip its own).
+    pub fn with_origin(mut self, origin: u64) -> Self {
+        self.origin = origin;
+        self
     }
 
     pub fn addr(&self) -> &str {
@@ -224,7 +269,15 @@ impl MetaClient {
     }
 
     async fn change(&self, change: Change) -> Result<Outcome, CallError> {
-        expect!(self.call(MetaRequest::Change(change)).await?, MetaReply::Outcome(o) => o, "change")
+        let req = if self.origin == 0 {
+            MetaRequest::Change(change)
+        } else {
+            MetaRequest::ChangeAs {
+                origin: self.origin,
+                change,
+            }
+        };
+        expect!(self.call(req).await?, MetaReply::Outcome(o) => o, "change")
     }
 
     /// A change that yields an inode.
@@ -344,11 +397,129 @@ impl MetaClient {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), CallError> {
+        self.unlink_held(parent, name, None).await
+    }
+
+    /// Unlinks `parent/name`; if that was its last name and `hold` names
+    /// a session that has it open, meta keeps it until that session
+    /// [`forget`](MetaClient::forget)s it.
+    pub async fn unlink_held(
+        &self,
+        parent: u64,
+        name: &str,
+        hold: Option<u64>,
+    ) -> Result<(), CallError> {
         self.change_done(Change::Unlink {
             parent,
             name: name.to_string(),
+            hold,
         })
         .await
+    }
+
+    /// A new name for file `ino` (a hard link).
+    pub async fn link(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<Inode, CallError> {
+        self.change_inode(Change::Link {
+            ino,
+            new_parent,
+            new_name: new_name.to_string(),
+        })
+        .await
+    }
+
+    /// Creates or renews mount session `session` for `ttl`.
+    pub async fn renew_session(&self, session: u64, ttl: Duration) -> Result<(), CallError> {
+        self.change_done(Change::RenewSession {
+            session,
+            ttl_ns: ttl.as_nanos().min(i64::MAX as u128) as i64,
+        })
+        .await
+    }
+
+    /// Ends mount session `session`: its locks and orphans go.
+    pub async fn end_session(&self, session: u64) -> Result<(), CallError> {
+        self.change_done(Change::EndSession { session }).await
+    }
+
+    /// `session` closed its last handle of `ino`: an orphan it holds goes.
+    pub async fn forget(&self, ino: u64, session: u64) -> Result<(), CallError> {
+        self.change_done(Change::Forget { ino, session }).await
+    }
+
+    pub async fn set_xattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+    ) -> Result<(), CallError> {
+        self.change_done(Change::SetXattr {
+            ino,
+            name: name.to_vec(),
+            value: value.to_vec(),
+            mode,
+        })
+        .await
+    }
+
+    pub async fn remove_xattr(&self, ino: u64, name: &[u8]) -> Result<(), CallError> {
+        self.change_done(Change::RemoveXattr {
+            ino,
+            name: name.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn get_xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, CallError> {
+        let req = MetaRequest::GetXattr {
+            ino,
+            name: name.to_vec(),
+        };
+        expect!(self.call(req).await?, MetaReply::Xattr(v) => v, "get_xattr")
+    }
+
+    pub async fn list_xattr(&self, ino: u64) -> Result<Vec<Vec<u8>>, CallError> {
+        expect!(self.call(MetaRequest::ListXattr(ino)).await?, MetaReply::Names(n) => n, "list_xattr")
+    }
+
+    /// Takes, changes or releases a byte range lock (see `Change::SetLock`).
+    pub async fn set_lock(&self, ino: u64, lock: FileLock) -> Result<(), CallError> {
+        self.change_done(Change::SetLock { ino, lock }).await
+    }
+
+    /// The lock of another owner that would keep `lock` from being taken.
+    pub async fn get_lock(&self, ino: u64, lock: FileLock) -> Result<Option<FileLock>, CallError> {
+        expect!(self.call(MetaRequest::GetLock { ino, lock }).await?, MetaReply::FileLock(l) => l, "get_lock")
+    }
+
+    pub async fn release_locks(
+        &self,
+        ino: u64,
+        session: u64,
+        owner: Option<u64>,
+    ) -> Result<(), CallError> {
+        self.change_done(Change::ReleaseLocks {
+            ino,
+            session,
+            owner,
+        })
+        .await
+    }
+
+    /// The change feed from `since` (0: from now), waiting up to `wait`.
+    pub async fn watch(&self, since: u64, wait: Duration) -> Result<Events, CallError> {
+        let wait = wait.min(Duration::from_secs(30));
+        let rpc = self.rpc.with_timeout(wait + META_TIMEOUT);
+        let req = MetaRequest::Watch {
+            since,
+            wait_ms: wait.as_millis() as u32,
+        };
+        expect!(rpc.call(&req).await??, MetaReply::Events(e) => e, "watch")
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), CallError> {
@@ -366,12 +537,27 @@ impl MetaClient {
         (new_parent, new_name): (u64, &str),
         no_replace: bool,
     ) -> Result<Inode, CallError> {
+        let flags = RenameFlags {
+            no_replace,
+            ..RenameFlags::default()
+        };
+        self.rename_with((parent, name), (new_parent, new_name), flags)
+            .await
+    }
+
+    /// A rename with renameat2's flags (and an orphan `hold`).
+    pub async fn rename_with(
+        &self,
+        (parent, name): (u64, &str),
+        (new_parent, new_name): (u64, &str),
+        flags: RenameFlags,
+    ) -> Result<Inode, CallError> {
         self.change_inode(Change::Rename {
             parent,
             name: name.to_string(),
             new_parent,
             new_name: new_name.to_string(),
-            no_replace,
+            flags,
         })
         .await
     }

@@ -23,9 +23,14 @@ pub enum Change {
         /// Fail with `Exists` if the name is taken (else return what is there).
         exclusive: bool,
     },
+    /// Removes a name. If that was the inode's last name and `hold` names a
+    /// mount session that has it open, the inode is kept (an orphan: no
+    /// name, readable and writable by inode) until that session forgets it
+    /// or ends.
     Unlink {
         parent: u64,
         name: String,
+        hold: Option<u64>,
     },
     Rmdir {
         parent: u64,
@@ -36,7 +41,52 @@ pub enum Change {
         name: String,
         new_parent: u64,
         new_name: String,
-        no_replace: bool,
+        flags: RenameFlags,
+    },
+    /// A new name for a file (a hard link).
+    Link {
+        ino: u64,
+        new_parent: u64,
+        new_name: String,
+    },
+    /// Creates or renews a mount's session, which holds its file locks and
+    /// orphans; one not renewed within `ttl_ns` ends (see `ReapLeases`).
+    RenewSession {
+        session: u64,
+        ttl_ns: i64,
+    },
+    /// Ends a session: its locks and orphans go.
+    EndSession {
+        session: u64,
+    },
+    /// The session closed its last handle of `ino`: an orphan it holds goes.
+    Forget {
+        ino: u64,
+        session: u64,
+    },
+    SetXattr {
+        ino: u64,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        mode: XattrMode,
+    },
+    RemoveXattr {
+        ino: u64,
+        name: Vec<u8>,
+    },
+    /// Takes, changes or releases (`LockKind::Unlock`) a byte range lock
+    /// with POSIX semantics: the owner's own locks in the range are
+    /// replaced; a live lock of another owner that conflicts answers
+    /// `MetaError::WouldBlock`.
+    SetLock {
+        ino: u64,
+        lock: FileLock,
+    },
+    /// Releases an owner's locks on `ino` (`owner` None: all of the session's).
+    ReleaseLocks {
+        ino: u64,
+        session: u64,
+        owner: Option<u64>,
     },
     SetAttr {
         ino: u64,

@@ -4,7 +4,10 @@
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::dav::{locks_around, props_of};
-use crate::schema::{DIRENTS, GC, INODES, LEASES, LOCKS, PROPS, RING, dec, get_inode, storage};
+use crate::schema::{
+    DIRENTS, FLOCKS, GC, INODES, LEASES, LOCKS, PROPS, RING, SESSIONS, XATTRS, dec, get_inode,
+    storage,
+};
 use crate::store::MetaStore;
 use crate::types::*;
 
@@ -150,6 +153,68 @@ impl MetaStore {
                 .iter()
                 .map(|l| l.report(now))
                 .collect())
+        })
+        .await
+    }
+
+    /// The value of extended attribute `name` of `ino`.
+    pub async fn get_xattr(&self, ino: u64, name: Vec<u8>) -> Result<Vec<u8>, MetaError> {
+        self.read(move |tx| {
+            let inodes = tx.open_table(INODES).map_err(storage)?;
+            get_inode(&inodes, ino)?;
+            let t = tx.open_table(XATTRS).map_err(storage)?;
+            t.get((ino, name.as_slice()))
+                .map_err(storage)?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| MetaError::NoAttr(String::from_utf8_lossy(&name).into_owned()))
+        })
+        .await
+    }
+
+    /// The names of the extended attributes of `ino`, in byte order.
+    pub async fn list_xattr(&self, ino: u64) -> Result<Vec<Vec<u8>>, MetaError> {
+        self.read(move |tx| {
+            let inodes = tx.open_table(INODES).map_err(storage)?;
+            get_inode(&inodes, ino)?;
+            let t = tx.open_table(XATTRS).map_err(storage)?;
+            let mut out = Vec::new();
+            let from: &[u8] = &[];
+            for e in t.range((ino, from)..).map_err(storage)? {
+                let (k, _) = e.map_err(storage)?;
+                let (i, name) = k.value();
+                if i != ino {
+                    break;
+                }
+                out.push(name.to_vec());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The first live lock of another owner that keeps `lock` from being
+    /// taken on `ino`, if any (F_GETLK).
+    pub async fn get_lock(&self, ino: u64, lock: FileLock) -> Result<Option<FileLock>, MetaError> {
+        self.read(move |tx| {
+            let inodes = tx.open_table(INODES).map_err(storage)?;
+            get_inode(&inodes, ino)?;
+            let t = tx.open_table(FLOCKS).map_err(storage)?;
+            let sessions = tx.open_table(SESSIONS).map_err(storage)?;
+            let Some(v) = t.get(ino).map_err(storage)? else {
+                return Ok(None);
+            };
+            let locks: Vec<FileLock> = dec(v.value())?;
+            let now = now_ns();
+            for l in locks {
+                let live = sessions
+                    .get(l.session)
+                    .map_err(storage)?
+                    .is_some_and(|e| e.value() > now);
+                if live && lock.conflicts(&l) {
+                    return Ok(Some(l));
+                }
+            }
+            Ok(None)
         })
         .await
     }

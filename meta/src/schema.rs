@@ -26,6 +26,14 @@ pub(crate) const WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("wri
 pub(crate) const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
 /// (inode, namespace, name) -> a dead property ([`crate::dav::StoredProp`]).
 pub(crate) const PROPS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("props");
+/// (inode, name) -> value: extended attributes.
+pub(crate) const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
+/// Inode -> its byte range locks (postcard `Vec<FileLock>`).
+pub(crate) const FLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("flocks");
+/// Mount session -> when it ends unless renewed (ns, meta's clock).
+pub(crate) const SESSIONS: TableDefinition<u64, i64> = TableDefinition::new("sessions");
+/// Inode with no name left -> the session holding it open.
+pub(crate) const ORPHANS: TableDefinition<u64, u64> = TableDefinition::new("orphans");
 /// Table name -> format version (see [`tessera_rpc::formats`]).
 pub(crate) const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
 /// The format of each table's records (postcard). Bump a table's version
@@ -42,6 +50,10 @@ pub(crate) const TABLE_FORMATS: &[(&str, u32)] = &[
     ("writes", 1),
     ("locks", 1),
     ("props", 1),
+    ("xattrs", 1),
+    ("flocks", 1),
+    ("sessions", 1),
+    ("orphans", 1),
 ];
 
 /// A range of object ids handed to a gateway (see [`LEASES`]).

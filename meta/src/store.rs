@@ -17,15 +17,102 @@ use tokio::sync::oneshot;
 use crate::apply::Tables;
 pub use crate::change::{Change, MAX_LEASE, Outcome};
 use crate::schema::{
-    CONFIG, COUNTERS, DIRENTS, FORMATS, GC, INODES, LEASE_USED, LEASES, LOCKS, PROPS, RING,
-    TABLE_FORMATS, WRITES, dec, enc, storage,
+    CONFIG, COUNTERS, DIRENTS, FLOCKS, FORMATS, GC, INODES, LEASE_USED, LEASES, LOCKS, ORPHANS,
+    PROPS, RING, SESSIONS, TABLE_FORMATS, WRITES, XATTRS, dec, enc, storage,
 };
 use crate::types::*;
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 4096;
 
-type Job = (Change, oneshot::Sender<Result<Outcome, MetaError>>);
+/// A change, who made it (its origin in the change feed) and where to answer.
+type Job = (u64, Change, oneshot::Sender<Result<Outcome, MetaError>>);
+
+/// Events kept for the change feed; a watcher further behind is told it
+/// lost some.
+const FEED_CAPACITY: usize = 65_536;
+/// Most events in one answer to a watcher.
+const FEED_PAGE: usize = 10_000;
+
+/// The change feed: the events of the last committed changes, in order.
+pub(crate) struct Feed {
+    inner: std::sync::Mutex<FeedInner>,
+    notify: tokio::sync::Notify,
+}
+
+struct FeedInner {
+    /// The sequence number the next event gets.
+    next: u64,
+    events: std::collections::VecDeque<(u64, Event)>,
+    capacity: usize,
+}
+
+impl Feed {
+    fn new() -> Self {
+        Feed {
+            inner: std::sync::Mutex::new(FeedInner {
+                // Sequence numbers start from the clock, so that after a
+                // restart of meta every watcher is behind (and told so).
+                next: (now_ns() / 1000).max(1) as u64,
+                events: std::collections::VecDeque::new(),
+                capacity: FEED_CAPACITY,
+            }),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn publish(&self, events: Vec<(u64, Event)>) {
+        if events.is_empty() {
+            return;
+        }
+        {
+            let mut f = self.inner.lock().expect("feed");
+            for e in events {
+                f.events.push_back(e);
+                f.next += 1;
+            }
+            while f.events.len() > f.capacity {
+                f.events.pop_front();
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// What a watcher at `since` gets now, or `None` if nothing yet.
+    fn page(&self, since: u64) -> Option<Events> {
+        let f = self.inner.lock().expect("feed");
+        let first = f.next - f.events.len() as u64;
+        if since == 0 {
+            return Some(Events {
+                next: f.next,
+                lost: false,
+                events: Vec::new(),
+            });
+        }
+        if since < first || since > f.next {
+            return Some(Events {
+                next: f.next,
+                lost: true,
+                events: Vec::new(),
+            });
+        }
+        if since == f.next {
+            return None;
+        }
+        let events: Vec<(u64, Event)> = f
+            .events
+            .iter()
+            .skip((since - first) as usize)
+            .take(FEED_PAGE)
+            .cloned()
+            .collect();
+        Some(Events {
+            next: since + events.len() as u64,
+            lost: false,
+            events,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct MetaStore {
@@ -33,6 +120,7 @@ pub struct MetaStore {
     writer: Arc<GroupCommit<Job>>,
     pub(crate) settings: Settings,
     counters: Arc<MetaCounters>,
+    feed: Arc<Feed>,
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     fail_write: Arc<AtomicU64>,
 }
@@ -145,6 +233,10 @@ impl MetaStore {
             tx.open_table(WRITES).map_err(storage)?;
             tx.open_table(LOCKS).map_err(storage)?;
             tx.open_table(PROPS).map_err(storage)?;
+            tx.open_table(XATTRS).map_err(storage)?;
+            tx.open_table(FLOCKS).map_err(storage)?;
+            tx.open_table(SESSIONS).map_err(storage)?;
+            tx.open_table(ORPHANS).map_err(storage)?;
         }
         tx.commit().map_err(storage)?;
         let db = Arc::new(db);
@@ -153,8 +245,10 @@ impl MetaStore {
         let commits = counters.clone();
         let fail_write = Arc::new(AtomicU64::new(0));
         let faults = fail_write.clone();
+        let feed = Arc::new(Feed::new());
+        let wfeed = feed.clone();
         let writer = GroupCommit::spawn("meta-writer", MAX_BATCH, 4 * MAX_BATCH, move |jobs| {
-            commit_batch(&wdb, jobs, &faults);
+            commit_batch(&wdb, jobs, &faults, &wfeed);
             commits.commits.fetch_add(1, Ordering::Relaxed);
         })
         .map_err(storage)?;
@@ -164,8 +258,36 @@ impl MetaStore {
             writer,
             settings,
             counters,
+            feed,
             fail_write,
         })
+    }
+
+    /// Keeps only the last `n` events in the change feed (tests).
+    #[doc(hidden)]
+    pub fn set_feed_capacity(&self, n: usize) {
+        self.feed.inner.lock().expect("feed").capacity = n.max(1);
+    }
+
+    /// The change feed from `since` (0: from now on): what happened since,
+    /// waiting up to `wait` for something if nothing has.
+    pub async fn watch(&self, since: u64, wait: std::time::Duration) -> Events {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.feed.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(page) = self.feed.page(since) {
+                return page;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Events {
+                    next: since,
+                    lost: false,
+                    events: Vec::new(),
+                };
+            }
+        }
     }
 
     /// Fault injection for tests: the `n`th table write from now fails as
@@ -185,9 +307,14 @@ impl MetaStore {
 
     /// Applies one change (group-committed with whatever else is waiting).
     pub async fn apply(&self, change: Change) -> Result<Outcome, MetaError> {
+        self.apply_as(0, change).await
+    }
+
+    /// Like [`MetaStore::apply`], its events tagged with `origin`.
+    pub async fn apply_as(&self, origin: u64, change: Change) -> Result<Outcome, MetaError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .submit((change, tx))
+            .submit((origin, change, tx))
             .await
             .map_err(|_| storage("the meta writer has stopped"))?;
         rx.await
@@ -212,29 +339,33 @@ impl MetaStore {
 /// that fails after writing part of itself (a storage error in the middle)
 /// would leave that part behind, so the transaction is dropped and the batch
 /// redone without it: every change is all or nothing.
-fn commit_batch(db: &Database, jobs: Vec<Job>, fail_write: &Arc<AtomicU64>) {
+fn commit_batch(db: &Database, jobs: Vec<Job>, fail_write: &Arc<AtomicU64>, feed: &Feed) {
     let mut failed: Vec<Option<MetaError>> = vec![None; jobs.len()];
     let result = loop {
         match apply_batch(db, &jobs, &mut failed, fail_write) {
-            Ok(Some(outcomes)) => break Ok(outcomes),
+            Ok(Some(done)) => break Ok(done),
             Ok(None) => continue,
             Err(e) => break Err(e),
         }
     };
     match result {
-        Ok(outcomes) => {
-            for ((_, reply), outcome) in jobs.into_iter().zip(outcomes) {
+        Ok((outcomes, events)) => {
+            // Published once durable, before anyone hears of the change.
+            feed.publish(events);
+            for ((_, _, reply), outcome) in jobs.into_iter().zip(outcomes) {
                 let _ = reply.send(outcome);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "meta commit failed");
-            for (_, reply) in jobs {
+            for (_, _, reply) in jobs {
                 let _ = reply.send(Err(e.clone()));
             }
         }
     }
 }
+
+type BatchDone = (Vec<Result<Outcome, MetaError>>, Vec<(u64, Event)>);
 
 /// One attempt at a batch, skipping the changes in `failed`. `Ok(None)`: a
 /// change failed half-way; it is now in `failed` and nothing was committed.
@@ -243,14 +374,15 @@ fn apply_batch(
     jobs: &[Job],
     failed: &mut [Option<MetaError>],
     fail_write: &Arc<AtomicU64>,
-) -> Result<Option<Vec<Result<Outcome, MetaError>>>, MetaError> {
+) -> Result<Option<BatchDone>, MetaError> {
     let mut tx = db.begin_write().map_err(storage)?;
     tx.set_durability(redb::Durability::Immediate)
         .map_err(storage)?;
     let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut events = Vec::new();
     {
         let mut w = Tables::open(&tx, fail_write.clone())?;
-        for (i, (change, _)) in jobs.iter().enumerate() {
+        for (i, (origin, change, _)) in jobs.iter().enumerate() {
             if let Some(e) = &failed[i] {
                 outcomes.push(Err(e.clone()));
                 continue;
@@ -264,9 +396,14 @@ fn apply_batch(
                 failed[i] = Some(e.clone());
                 return Ok(None);
             }
+            events.extend(
+                std::mem::take(&mut w.events)
+                    .into_iter()
+                    .map(|e| (*origin, e)),
+            );
             outcomes.push(outcome);
         }
     }
     tx.commit().map_err(storage)?;
-    Ok(Some(outcomes))
+    Ok(Some((outcomes, events)))
 }

@@ -15,6 +15,13 @@ pub enum FileKind {
     File,
     Dir,
     Symlink,
+    /// Named pipes, sockets and device nodes are metadata only: the kernel
+    /// of the machine that opens one does the rest.
+    Fifo,
+    Socket,
+    /// With its device number (`rdev`).
+    CharDevice(u32),
+    BlockDevice(u32),
 }
 
 /// Where an object's blocks live: replica `k` of block `i` is on ring slot
@@ -207,6 +214,102 @@ pub enum MetaError {
     Settings(String),
     #[error("meta storage failed: {0}")]
     Storage(String),
+    #[error("{0}: operation not permitted")]
+    NotPermitted(String),
+    #[error("{0}: no such attribute")]
+    NoAttr(String),
+    #[error("{0}: no space left")]
+    NoSpace(String),
+    /// A file lock of another owner stands in the way.
+    #[error("inode locked by another owner (bytes {}..={})", .0.start, .0.end)]
+    WouldBlock(Box<FileLock>),
+}
+
+/// How a rename treats the name it moves to (renameat2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameFlags {
+    /// Fail with `Exists` rather than replace (RENAME_NOREPLACE).
+    pub no_replace: bool,
+    /// Swap the two names (RENAME_EXCHANGE); both must exist.
+    pub exchange: bool,
+    /// A mount session that holds the replaced file open: if it loses its
+    /// last name, meta keeps it (an orphan) until that session forgets it.
+    pub hold: Option<u64>,
+}
+
+/// What `SetXattr` may do about an existing attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrMode {
+    /// Create or replace.
+    Any,
+    /// Fail with `Exists` if it exists (XATTR_CREATE).
+    Create,
+    /// Fail with `NoAttr` if it does not (XATTR_REPLACE).
+    Replace,
+}
+
+/// Longest extended attribute name, in bytes.
+pub const MAX_XATTR_NAME: usize = 255;
+/// Largest extended attribute value, in bytes (Linux's XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE: usize = 65536;
+/// Most bytes of names and values of one inode's extended attributes.
+pub const MAX_XATTR_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// A POSIX record lock (fcntl) or a flock, held by an owner: a process's
+/// lock owner (`owner`) in one mount (`session`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub session: u64,
+    pub owner: u64,
+    pub pid: u32,
+    pub start: u64,
+    /// Inclusive; `u64::MAX`: to the end of the file, however far.
+    pub end: u64,
+    pub kind: LockKind,
+}
+
+impl FileLock {
+    pub fn overlaps(&self, other: &FileLock) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    pub fn same_owner(&self, other: &FileLock) -> bool {
+        self.session == other.session && self.owner == other.owner
+    }
+
+    /// Whether `other` (of another owner) keeps this one from being taken.
+    pub fn conflicts(&self, other: &FileLock) -> bool {
+        !self.same_owner(other)
+            && self.overlaps(other)
+            && (self.kind == LockKind::Write || other.kind == LockKind::Write)
+    }
+}
+
+/// Something that changed in meta, for the caches of gateways and mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// An inode's attributes or content changed, or it went away.
+    Inode(u64),
+    /// A name in a directory came, went or now names another inode.
+    Entry { parent: u64, name: String },
+}
+
+/// A page of meta's change feed (see `MetaRequest::Watch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Events {
+    /// The sequence number to ask for next.
+    pub next: u64,
+    /// Events were dropped before the caller caught up: drop every cache.
+    pub lost: bool,
+    /// Each with the origin of the change that made it (0: unnamed).
+    pub events: Vec<(u64, Event)>,
 }
 
 /// Checks one path component.

@@ -134,7 +134,7 @@ async fn namespace_operations() {
         name: "a".into(),
         new_parent: b.ino,
         new_name: "a2".into(),
-        no_replace: false,
+        flags: RenameFlags::default(),
     };
     assert!(matches!(
         s.apply(into_self).await,
@@ -147,7 +147,7 @@ async fn namespace_operations() {
         name: "f".into(),
         new_parent: ROOT_INO,
         new_name: "g".into(),
-        no_replace: false,
+        flags: RenameFlags::default(),
     };
     let g = inode(&s, mv).await.unwrap();
     assert_eq!((g.ino, g.object), (f.ino, f.object));
@@ -168,6 +168,7 @@ async fn namespace_operations() {
     s.apply(Change::Unlink {
         parent: ROOT_INO,
         name: "g".into(),
+        hold: None,
     })
     .await
     .unwrap();
@@ -399,7 +400,7 @@ async fn renaming_a_directory_over_an_empty_one_counts_links() {
         name: "a".into(),
         new_parent: p.ino,
         new_name: "b".into(),
-        no_replace: false,
+        flags: RenameFlags::default(),
     };
     assert_eq!(inode(&s, mv).await.unwrap().ino, a.ino);
     assert_eq!(s.getattr(p.ino).await.unwrap().nlink, 3, "same parent");
@@ -410,7 +411,7 @@ async fn renaming_a_directory_over_an_empty_one_counts_links() {
         name: "b".into(),
         new_parent: q.ino,
         new_name: "c".into(),
-        no_replace: false,
+        flags: RenameFlags::default(),
     };
     inode(&s, mv).await.unwrap();
     assert_eq!(s.getattr(p.ino).await.unwrap().nlink, 2, "old parent");
@@ -431,7 +432,7 @@ async fn a_change_failing_half_way_leaves_no_trace() {
         name: "f".into(),
         new_parent: d.ino,
         new_name: "g".into(),
-        no_replace: false,
+        flags: RenameFlags::default(),
     };
     // A rename writes: remove the old entry, insert the new, ... Fail its
     // second write, after the old entry is gone.
@@ -826,6 +827,7 @@ async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode(
     s.apply(Change::Unlink {
         parent: ROOT_INO,
         name: "f".into(),
+        hold: None,
     })
     .await
     .unwrap();

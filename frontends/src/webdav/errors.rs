@@ -28,7 +28,12 @@ pub fn to_dav_error(e: Error) -> FsError {
     let fs_error = match &e {
         Error::NotFound(_) | Error::NotADirectory(_) => FsError::NotFound,
         Error::Exists(_) | Error::NotEmpty(_) => FsError::Exists,
-        Error::IsADirectory(_) | Error::Invalid(_) | Error::InvalidPath(_) => FsError::Forbidden,
+        Error::IsADirectory(_)
+        | Error::Invalid(_)
+        | Error::InvalidPath(_)
+        | Error::NotPermitted(_) => FsError::Forbidden,
+        Error::NoAttr(_) => FsError::NotFound,
+        Error::WouldBlock(_) => FsError::GeneralFailure,
         // dav-server checks locks before it touches the file system; one
         // found later (taken meanwhile) is a conflict the client may retry.
         Error::Locked(_) | Error::Incomplete(_) => FsError::GeneralFailure,

@@ -132,10 +132,7 @@ impl Tables<'_> {
                     target: None,
                 };
                 self.put(&inode)?;
-                self.wrote()?;
-                self.dirents
-                    .insert((parent, name.as_str()), inode.ino)
-                    .map_err(storage)?;
+                self.put_entry(parent, &name, inode.ino)?;
                 self.touch_dir(parent, now, 0)?;
                 inode
             }

@@ -11,6 +11,7 @@
 mod content;
 mod dav;
 mod namespace;
+mod posix;
 mod queues;
 mod ring;
 
@@ -35,6 +36,12 @@ pub(crate) struct Tables<'t> {
     writes: redb::Table<'t, u64, &'static [u8]>,
     locks: redb::Table<'t, &'static str, &'static [u8]>,
     props: redb::Table<'t, (u64, &'static str, &'static str), &'static [u8]>,
+    xattrs: redb::Table<'t, (u64, &'static [u8]), &'static [u8]>,
+    flocks: redb::Table<'t, u64, &'static [u8]>,
+    sessions: redb::Table<'t, u64, i64>,
+    orphans: redb::Table<'t, u64, u64>,
+    /// What the changes applied so far touched, for the change feed.
+    pub(crate) events: Vec<Event>,
     /// Writes made so far in this transaction: a change that fails after
     /// its first write has left part of itself behind, and the batch is
     /// redone without it (see `commit_batch`).
@@ -61,6 +68,11 @@ impl<'t> Tables<'t> {
             writes: tx.open_table(WRITES).map_err(storage)?,
             locks: tx.open_table(LOCKS).map_err(storage)?,
             props: tx.open_table(PROPS).map_err(storage)?,
+            xattrs: tx.open_table(XATTRS).map_err(storage)?,
+            flocks: tx.open_table(FLOCKS).map_err(storage)?,
+            sessions: tx.open_table(SESSIONS).map_err(storage)?,
+            orphans: tx.open_table(ORPHANS).map_err(storage)?,
+            events: Vec::new(),
             written: 0,
             fail_write,
         })
@@ -113,6 +125,28 @@ impl<'t> Tables<'t> {
         self.inodes
             .insert(inode.ino, enc(inode).as_slice())
             .map_err(storage)?;
+        self.events.push(Event::Inode(inode.ino));
+        Ok(())
+    }
+
+    /// Names `ino` as `parent/name` (replacing what the name held).
+    fn put_entry(&mut self, parent: u64, name: &str, ino: u64) -> Result<(), MetaError> {
+        self.wrote()?;
+        self.dirents.insert((parent, name), ino).map_err(storage)?;
+        self.events.push(Event::Entry {
+            parent,
+            name: name.to_string(),
+        });
+        Ok(())
+    }
+
+    fn remove_entry(&mut self, parent: u64, name: &str) -> Result<(), MetaError> {
+        self.wrote()?;
+        self.dirents.remove((parent, name)).map_err(storage)?;
+        self.events.push(Event::Entry {
+            parent,
+            name: name.to_string(),
+        });
         Ok(())
     }
 
@@ -173,15 +207,47 @@ impl<'t> Tables<'t> {
             } => self.create(
                 parent, name, kind, mode, uid, gid, target, seed, exclusive, now,
             ),
-            Change::Unlink { parent, name } => self.unlink(parent, name, now),
+            Change::Unlink { parent, name, hold } => self.unlink(parent, name, hold, now),
             Change::Rmdir { parent, name } => self.rmdir(parent, name, now),
             Change::Rename {
                 parent,
                 name,
                 new_parent,
                 new_name,
-                no_replace,
-            } => self.rename(parent, &name, new_parent, &new_name, no_replace, now),
+                flags,
+            } => {
+                if flags.exchange {
+                    if flags.no_replace {
+                        return Err(MetaError::Invalid(
+                            "RENAME_EXCHANGE and RENAME_NOREPLACE together".into(),
+                        ));
+                    }
+                    self.exchange(parent, &name, new_parent, &new_name, now)
+                } else {
+                    self.rename(parent, &name, new_parent, &new_name, flags, now)
+                }
+            }
+            Change::Link {
+                ino,
+                new_parent,
+                new_name,
+            } => self.link(ino, new_parent, new_name, now),
+            Change::RenewSession { session, ttl_ns } => self.renew_session(session, ttl_ns, now),
+            Change::EndSession { session } => self.end_session(session),
+            Change::Forget { ino, session } => self.forget(ino, session),
+            Change::SetXattr {
+                ino,
+                name,
+                value,
+                mode,
+            } => self.set_xattr(ino, name, value, mode, now),
+            Change::RemoveXattr { ino, name } => self.remove_xattr(ino, name, now),
+            Change::SetLock { ino, lock } => self.set_lock(ino, lock, now),
+            Change::ReleaseLocks {
+                ino,
+                session,
+                owner,
+            } => self.release_locks(ino, session, owner),
             Change::SetAttr { ino, attr } => self.set_attr(ino, attr, now),
             Change::Resize {
                 ino,

@@ -1,5 +1,5 @@
 //! Changes to the namespace: entries and the inodes they name (create,
-//! unlink, rmdir, rename) and attributes (setattr).
+//! link, unlink, rmdir, rename, exchange) and attributes (setattr).
 
 use redb::ReadableTable;
 
@@ -17,12 +17,60 @@ impl Tables<'_> {
         })
     }
 
-    /// Drops an inode that lost its last name.
-    fn drop_inode(&mut self, inode: &Inode) -> Result<(), MetaError> {
+    /// Drops an inode that lost its last name (and every record about it).
+    pub(super) fn drop_inode(&mut self, inode: &Inode) -> Result<(), MetaError> {
         self.wrote()?;
         self.inodes.remove(inode.ino).map_err(storage)?;
+        self.events.push(Event::Inode(inode.ino));
         self.drop_props(inode.ino)?;
+        self.drop_posix(inode.ino)?;
         self.queue_gc(inode.object)
+    }
+
+    /// `inode` lost one name: it goes with its last one, unless `hold`
+    /// names a live session that has it open (it becomes an orphan).
+    fn lose_name(
+        &mut self,
+        mut inode: Inode,
+        hold: Option<u64>,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        let links = if inode.is_dir() { 2 } else { 1 };
+        inode.nlink = inode.nlink.saturating_sub(links);
+        if inode.nlink == 0 || inode.is_dir() {
+            if let Some(session) = hold
+                && !inode.is_dir()
+                && self.session_live(session, now)?
+            {
+                inode.nlink = 0;
+                inode.ctime = now;
+                inode.version = self.tick()?;
+                self.put(&inode)?;
+                self.wrote()?;
+                self.orphans.insert(inode.ino, session).map_err(storage)?;
+                return Ok(());
+            }
+            return self.drop_inode(&inode);
+        }
+        inode.ctime = now;
+        inode.version = self.tick()?;
+        self.put(&inode)
+    }
+
+    /// A directory may not move into its own subtree.
+    fn check_not_inside(&self, dir: u64, new_parent: u64, name: &str) -> Result<(), MetaError> {
+        let mut cur = new_parent;
+        loop {
+            if cur == dir {
+                return Err(MetaError::Invalid(format!(
+                    "cannot move directory {name:?} into itself"
+                )));
+            }
+            if cur == ROOT_INO {
+                return Ok(());
+            }
+            cur = self.inode(cur)?.parent;
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -72,11 +120,39 @@ impl Tables<'_> {
             target,
         };
         self.put(&inode)?;
-        self.wrote()?;
-        self.dirents
-            .insert((parent, name.as_str()), ino)
-            .map_err(storage)?;
+        self.put_entry(parent, &name, ino)?;
         self.touch_dir(parent, now, if kind == FileKind::Dir { 1 } else { 0 })?;
+        Ok(Outcome::Inode(inode))
+    }
+
+    pub(super) fn link(
+        &mut self,
+        ino: u64,
+        new_parent: u64,
+        new_name: String,
+        now: i64,
+    ) -> Result<Outcome, MetaError> {
+        validate_name(&new_name)?;
+        self.dir(new_parent)?;
+        let mut inode = self.inode(ino)?;
+        if inode.is_dir() {
+            return Err(MetaError::NotPermitted(format!(
+                "{new_name}: hard links to directories"
+            )));
+        }
+        if inode.nlink == 0 {
+            // linkat of an unlinked open file: ENOENT, as Linux says.
+            return Err(MetaError::NotFound(format!("inode {ino}")));
+        }
+        if self.entry(new_parent, &new_name)?.is_some() {
+            return Err(MetaError::Exists(new_name));
+        }
+        inode.nlink += 1;
+        inode.ctime = now;
+        inode.version = self.tick()?;
+        self.put(&inode)?;
+        self.put_entry(new_parent, &new_name, ino)?;
+        self.touch_dir(new_parent, now, 0)?;
         Ok(Outcome::Inode(inode))
     }
 
@@ -84,28 +160,19 @@ impl Tables<'_> {
         &mut self,
         parent: u64,
         name: String,
+        hold: Option<u64>,
         now: i64,
     ) -> Result<Outcome, MetaError> {
         self.dir(parent)?;
         let ino = self
             .entry(parent, &name)?
             .ok_or_else(|| MetaError::NotFound(name.clone()))?;
-        let mut inode = self.inode(ino)?;
+        let inode = self.inode(ino)?;
         if inode.is_dir() {
             return Err(MetaError::IsADirectory(name));
         }
-        self.wrote()?;
-        self.dirents
-            .remove((parent, name.as_str()))
-            .map_err(storage)?;
-        inode.nlink = inode.nlink.saturating_sub(1);
-        if inode.nlink == 0 {
-            self.drop_inode(&inode)?;
-        } else {
-            inode.ctime = now;
-            inode.version = self.tick()?;
-            self.put(&inode)?;
-        }
+        self.remove_entry(parent, &name)?;
+        self.lose_name(inode, hold, now)?;
         self.touch_dir(parent, now, 0)?;
         Ok(Outcome::Done)
     }
@@ -127,10 +194,7 @@ impl Tables<'_> {
         if !self.is_empty_dir(ino)? {
             return Err(MetaError::NotEmpty(name));
         }
-        self.wrote()?;
-        self.dirents
-            .remove((parent, name.as_str()))
-            .map_err(storage)?;
+        self.remove_entry(parent, &name)?;
         self.drop_inode(&inode)?;
         self.touch_dir(parent, now, -1)?;
         Ok(Outcome::Done)
@@ -142,7 +206,7 @@ impl Tables<'_> {
         name: &str,
         new_parent: u64,
         new_name: &str,
-        no_replace: bool,
+        flags: RenameFlags,
         now: i64,
     ) -> Result<Outcome, MetaError> {
         validate_name(new_name)?;
@@ -153,30 +217,23 @@ impl Tables<'_> {
             .ok_or_else(|| MetaError::NotFound(name.to_string()))?;
         let mut inode = self.inode(ino)?;
         if parent == new_parent && name == new_name {
+            if flags.no_replace {
+                return Err(MetaError::Exists(new_name.to_string()));
+            }
             return Ok(Outcome::Inode(inode));
         }
         if inode.is_dir() {
-            // A directory may not move into its own subtree.
-            let mut cur = new_parent;
-            loop {
-                if cur == ino {
-                    return Err(MetaError::Invalid(format!(
-                        "cannot move directory {name:?} into itself"
-                    )));
-                }
-                if cur == ROOT_INO {
-                    break;
-                }
-                cur = self.inode(cur)?.parent;
-            }
+            self.check_not_inside(ino, new_parent, name)?;
         }
         let mut dir_delta_new = if inode.is_dir() { 1 } else { 0 };
+        let mut replaced = None;
         if let Some(target) = self.entry(new_parent, new_name)? {
-            if target == ino {
-                return Ok(Outcome::Inode(inode));
-            }
-            if no_replace {
+            if flags.no_replace {
                 return Err(MetaError::Exists(new_name.to_string()));
+            }
+            if target == ino {
+                // Two hard links of one file: POSIX says do nothing.
+                return Ok(Outcome::Inode(inode));
             }
             let t = self.inode(target)?;
             match (inode.is_dir(), t.is_dir()) {
@@ -190,22 +247,13 @@ impl Tables<'_> {
                 (true, false) => return Err(MetaError::NotADirectory(new_name.to_string())),
                 (false, false) => {}
             }
-            let mut t = t;
-            t.nlink = t.nlink.saturating_sub(if t.is_dir() { 2 } else { 1 });
-            if t.nlink == 0 || t.is_dir() {
-                self.drop_inode(&t)?;
-            } else {
-                t.ctime = now;
-                t.version = self.tick()?;
-                self.put(&t)?;
-            }
+            replaced = Some(t);
         }
-        self.wrote()?;
-        self.dirents.remove((parent, name)).map_err(storage)?;
-        self.wrote()?;
-        self.dirents
-            .insert((new_parent, new_name), ino)
-            .map_err(storage)?;
+        if let Some(t) = replaced {
+            self.lose_name(t, flags.hold, now)?;
+        }
+        self.remove_entry(parent, name)?;
+        self.put_entry(new_parent, new_name, ino)?;
         inode.parent = new_parent;
         inode.ctime = now;
         inode.version = self.tick()?;
@@ -220,6 +268,62 @@ impl Tables<'_> {
             self.touch_dir(new_parent, now, dir_delta_new)?;
         }
         Ok(Outcome::Inode(inode))
+    }
+
+    /// RENAME_EXCHANGE: swaps what two names refer to, atomically.
+    pub(super) fn exchange(
+        &mut self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        now: i64,
+    ) -> Result<Outcome, MetaError> {
+        validate_name(new_name)?;
+        self.dir(parent)?;
+        self.dir(new_parent)?;
+        let a = self
+            .entry(parent, name)?
+            .ok_or_else(|| MetaError::NotFound(name.to_string()))?;
+        let b = self
+            .entry(new_parent, new_name)?
+            .ok_or_else(|| MetaError::NotFound(new_name.to_string()))?;
+        let mut ia = self.inode(a)?;
+        if a == b {
+            return Ok(Outcome::Inode(ia));
+        }
+        let mut ib = self.inode(b)?;
+        if parent != new_parent {
+            if ia.is_dir() {
+                self.check_not_inside(a, new_parent, name)?;
+            }
+            if ib.is_dir() {
+                self.check_not_inside(b, parent, new_name)?;
+            }
+        }
+        self.put_entry(parent, name, b)?;
+        self.put_entry(new_parent, new_name, a)?;
+        if ia.is_dir() {
+            ia.parent = new_parent;
+        }
+        if ib.is_dir() {
+            ib.parent = parent;
+        }
+        ia.ctime = now;
+        ia.version = self.tick()?;
+        self.put(&ia)?;
+        ib.ctime = now;
+        ib.version = self.tick()?;
+        self.put(&ib)?;
+        // A directory moving between parents moves its ".." link.
+        let delta = i32::from(ia.is_dir()) - i32::from(ib.is_dir());
+        if parent == new_parent {
+            self.touch_dir(parent, now, 0)?;
+        } else {
+            self.touch_dir(parent, now, -delta)?;
+            self.touch_dir(new_parent, now, delta)?;
+        }
+        Ok(Outcome::Inode(ia))
     }
 
     pub(super) fn set_attr(

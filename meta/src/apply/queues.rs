@@ -35,6 +35,7 @@ impl Tables<'_> {
             self.leases.remove(first).map_err(storage)?;
         }
         self.prune_locks(now)?;
+        self.reap_sessions(now)?;
         Ok(Outcome::Count(collected))
     }
 
