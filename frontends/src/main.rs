@@ -420,9 +420,11 @@ async fn run(cli: Cli) -> Result<()> {
                 return daemonize();
             }
             let secret = secret.resolve().context("mount")?;
-            let fs =
-                servers::connect_fs(&meta, secret, FsOptions::default(), Duration::from_secs(30))
-                    .await?;
+            let options = FsOptions {
+                lazy_names: true,
+                ..FsOptions::default()
+            };
+            let fs = servers::connect_fs(&meta, secret, options, Duration::from_secs(30)).await?;
             tessera::fuse::run(fs, &mountpoint, shutdown).await
         }
         Command::Gateway {

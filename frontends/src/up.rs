@@ -145,7 +145,10 @@ pub async fn run(
         let mfs = connect_fs(
             &meta_addr.to_string(),
             secret.clone(),
-            config.options.clone(),
+            FsOptions {
+                lazy_names: true,
+                ..config.options.clone()
+            },
             Duration::from_secs(10),
         )
         .await?;

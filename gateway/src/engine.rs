@@ -45,6 +45,10 @@ pub struct FsOptions {
     /// see [`Engine::leased`]) lasts unless renewed; a gateway that dies
     /// mid-write holds other gateways' writes to that file this long.
     pub write_lease: Duration,
+    /// Names and attributes change lazily in meta: answered once committed
+    /// and durable within milliseconds or at the next fsync, as on a local
+    /// file system (FUSE mounts). Content commits are always durable.
+    pub lazy_names: bool,
 }
 
 impl Default for FsOptions {
@@ -62,6 +66,7 @@ impl Default for FsOptions {
             detached_put_bytes: crate::io::DETACHED_PUT_BYTES,
             hedge_after: Duration::from_millis(300),
             write_lease: Duration::from_secs(30),
+            lazy_names: false,
         }
     }
 }
@@ -81,9 +86,15 @@ pub struct Engine {
 impl Engine {
     pub(crate) fn new(meta: MetaClient, io: BlockIo, options: FsOptions) -> Self {
         let holder = random_holder();
+        // Its changes carry its name, so it can skip them in the feed.
+        let meta = meta.with_origin(holder);
+        let meta = if options.lazy_names {
+            meta.lazy()
+        } else {
+            meta
+        };
         Engine {
-            // Its changes carry its name, so it can skip them in the feed.
-            meta: meta.with_origin(holder),
+            meta,
             io,
             options,
             write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),

@@ -70,7 +70,11 @@ impl FuseCluster {
         let transport = self.cluster().transport();
         let at = dir.path().to_path_buf();
         let mounted = self.rt.block_on(async move {
-            let fs = Fs::connect(&meta, transport, test_options())
+            let options = tessera_gateway::FsOptions {
+                lazy_names: true,
+                ..test_options()
+            };
+            let fs = Fs::connect(&meta, transport, options)
                 .await
                 .expect("connect a mount's gateway");
             tessera::fuse::mount(fs, &at).await.expect("mount")

@@ -260,8 +260,9 @@ impl ProcCluster {
     }
 
     /// Runs `tessera mount DIR` against this cluster; ready once mounted.
-    pub fn mount(&self, name: &str, dir: &Path) -> Proc {
-        Proc::start_until(
+    /// Unmounted (SIGTERM, then a lazy detach) when dropped.
+    pub fn mount(&self, name: &str, dir: &Path) -> MountProc {
+        let proc = Proc::start_until(
             name,
             &[
                 "mount",
@@ -273,7 +274,11 @@ impl ProcCluster {
             ],
             self.dir.path(),
             "serving ",
-        )
+        );
+        MountProc {
+            proc,
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn gateway_addr(&self) -> String {
@@ -387,3 +392,43 @@ pub const R2W2Q1: &[&str] = &[
     "--read-quorum",
     "1",
 ];
+
+/// A `tessera mount` process. Dropped, it is asked to unmount (SIGTERM);
+/// whatever is left (a killed mount's stale mount point) is detached, so no
+/// test leaves a mount behind.
+pub struct MountProc {
+    pub proc: Proc,
+    pub dir: PathBuf,
+}
+
+impl std::ops::Deref for MountProc {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for MountProc {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+impl Drop for MountProc {
+    fn drop(&mut self) {
+        if self.proc.is_alive() {
+            self.proc.signal(libc::SIGTERM);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while self.proc.is_alive() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let still = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == self.dir.to_str());
+        if still {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}

@@ -47,6 +47,9 @@ pub enum MetaRequest {
     ChangeAs {
         origin: u64,
         change: Change,
+        /// Answer once committed, before it is durable (see
+        /// [`Change::may_be_lazy`]; ignored for other changes).
+        lazy: bool,
     },
     GetXattr {
         ino: u64,
@@ -145,8 +148,13 @@ impl MetaService {
             }
             MetaRequest::Locks(path) => MetaReply::Locks(s.locks(path).await?),
             MetaRequest::Change(c) => MetaReply::Outcome(s.apply(c).await?),
-            MetaRequest::ChangeAs { origin, change } => {
-                MetaReply::Outcome(s.apply_as(origin, change).await?)
+            MetaRequest::ChangeAs {
+                origin,
+                change,
+                lazy,
+            } => {
+                let lazy = lazy && change.may_be_lazy();
+                MetaReply::Outcome(s.apply_with(origin, lazy, change).await?)
             }
             MetaRequest::GetXattr { ino, name } => MetaReply::Xattr(s.get_xattr(ino, name).await?),
             MetaRequest::ListXattr(ino) => MetaReply::Names(s.list_xattr(ino).await?),
@@ -177,6 +185,10 @@ pub struct MetaClient {
     rpc: Client<MetaService>,
     /// Who this client's changes are made for, in the change feed (0: nobody).
     origin: u64,
+    /// Ask for names and attributes to be changed lazily (see
+    /// [`Change::may_be_lazy`]): a FUSE mount, like a local file system,
+    /// makes them durable on fsync.
+    lazy: bool,
 }
 
 /// Default per-call timeout for meta calls.
@@ -196,7 +208,19 @@ impl MetaClient {
         MetaClient {
             rpc: transport.client(addr, META_TIMEOUT),
             origin: 0,
+            lazy: false,
         }
+    }
+
+    /// The same client, asking for lazy changes where meta allows them.
+    pub fn lazy(mut self) -> Self {
+        self.lazy = true;
+        self
+    }
+
+    /// Returns once every change committed so far is durable.
+    pub async fn sync(&self) -> Result<(), CallError> {
+        expect!(self.call(MetaRequest::Change(Change::Sync)).await?, MetaReply::Outcome(Outcome::Done) => (), "sync")
     }
 
     /// The same client, its changes tagged with `origin` in the change feed
@@ -269,12 +293,14 @@ impl MetaClient {
     }
 
     async fn change(&self, change: Change) -> Result<Outcome, CallError> {
-        let req = if self.origin == 0 {
+        let lazy = self.lazy && change.may_be_lazy();
+        let req = if self.origin == 0 && !lazy {
             MetaRequest::Change(change)
         } else {
             MetaRequest::ChangeAs {
                 origin: self.origin,
                 change,
+                lazy,
             }
         };
         expect!(self.call(req).await?, MetaReply::Outcome(o) => o, "change")

@@ -88,6 +88,9 @@ pub enum Change {
         session: u64,
         owner: Option<u64>,
     },
+    /// Changes nothing; answered once everything committed before it is
+    /// durable (fsync of a directory).
+    Sync,
     SetAttr {
         ino: u64,
         attr: SetAttr,
@@ -215,6 +218,32 @@ pub enum Change {
         from: u64,
         to: u64,
     },
+}
+
+impl Change {
+    /// Whether a client may ask for this change *lazily*: committed at once
+    /// and visible to all, but made durable with the next durable commit
+    /// (within [`crate::store::LAZY_WINDOW`]) rather than before it is
+    /// answered, as local file systems treat names and attributes until an
+    /// fsync. Changes about content, object ids, the ring and WebDAV locks
+    /// are always durable before they are answered.
+    pub fn may_be_lazy(&self) -> bool {
+        matches!(
+            self,
+            Change::Create { .. }
+                | Change::Unlink { .. }
+                | Change::Rmdir { .. }
+                | Change::Rename { .. }
+                | Change::Link { .. }
+                | Change::SetAttr { .. }
+                | Change::SetXattr { .. }
+                | Change::RemoveXattr { .. }
+                | Change::SetLock { .. }
+                | Change::ReleaseLocks { .. }
+                | Change::RenewSession { .. }
+                | Change::Forget { .. }
+        )
+    }
 }
 
 /// What a change produced.

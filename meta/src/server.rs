@@ -50,5 +50,10 @@ pub async fn serve_store(
     shutdown: impl Future<Output = ()>,
 ) {
     tracing::info!(settings = %store.settings(), addr = ?listener.local_addr().ok(), "meta serving");
+    let last = store.clone();
     tessera_rpc::serve(listener, secret, service(store), shutdown).await;
+    // Lazy changes still waiting become durable before meta goes.
+    if let Err(e) = last.apply(crate::change::Change::Sync).await {
+        tracing::error!(error = %e, "meta could not make its last changes durable");
+    }
 }

@@ -25,8 +25,17 @@ use crate::types::*;
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// A change, who made it (its origin in the change feed) and where to answer.
-type Job = (u64, Change, oneshot::Sender<Result<Outcome, MetaError>>);
+/// A change, who made it (its origin in the change feed), whether it may
+/// be answered before it is durable, and where to answer.
+type Job = (
+    u64,
+    bool,
+    Change,
+    oneshot::Sender<Result<Outcome, MetaError>>,
+);
+
+/// Lazy changes become durable within this long (a durable commit follows).
+pub const LAZY_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Events kept for the change feed; a watcher further behind is told it
 /// lost some.
@@ -247,11 +256,38 @@ impl MetaStore {
         let faults = fail_write.clone();
         let feed = Arc::new(Feed::new());
         let wfeed = feed.clone();
+        // Set while lazy changes wait for a durable commit.
+        let pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wpending = pending.clone();
         let writer = GroupCommit::spawn("meta-writer", MAX_BATCH, 4 * MAX_BATCH, move |jobs| {
-            commit_batch(&wdb, jobs, &faults, &wfeed);
+            let durable = jobs.iter().any(|(_, lazy, _, _)| !lazy);
+            commit_batch(&wdb, jobs, &faults, &wfeed, durable);
+            wpending.store(!durable, Ordering::Release);
             commits.commits.fetch_add(1, Ordering::Relaxed);
         })
         .map_err(storage)?;
+        // Makes lazy changes durable soon after they were committed.
+        if let Some(weak) = writer.weak() {
+            std::thread::Builder::new()
+                .name("meta-syncer".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(LAZY_WINDOW / 2);
+                        if !pending.swap(false, Ordering::AcqRel) {
+                            if weak.strong_count() == 0 {
+                                return;
+                            }
+                            continue;
+                        }
+                        let Some(tx) = weak.upgrade() else { return };
+                        let (reply, _) = oneshot::channel();
+                        if tx.blocking_send((0, false, Change::Sync, reply)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(storage)?;
+        }
         let writer = Arc::new(writer);
         Ok(MetaStore {
             db,
@@ -312,9 +348,20 @@ impl MetaStore {
 
     /// Like [`MetaStore::apply`], its events tagged with `origin`.
     pub async fn apply_as(&self, origin: u64, change: Change) -> Result<Outcome, MetaError> {
+        self.apply_with(origin, false, change).await
+    }
+
+    /// Like [`MetaStore::apply_as`]; a `lazy` change is answered once
+    /// committed, before it is durable (within [`LAZY_WINDOW`]).
+    pub async fn apply_with(
+        &self,
+        origin: u64,
+        lazy: bool,
+        change: Change,
+    ) -> Result<Outcome, MetaError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .submit((origin, change, tx))
+            .submit((origin, lazy, change, tx))
             .await
             .map_err(|_| storage("the meta writer has stopped"))?;
         rx.await
@@ -339,10 +386,16 @@ impl MetaStore {
 /// that fails after writing part of itself (a storage error in the middle)
 /// would leave that part behind, so the transaction is dropped and the batch
 /// redone without it: every change is all or nothing.
-fn commit_batch(db: &Database, jobs: Vec<Job>, fail_write: &Arc<AtomicU64>, feed: &Feed) {
+fn commit_batch(
+    db: &Database,
+    jobs: Vec<Job>,
+    fail_write: &Arc<AtomicU64>,
+    feed: &Feed,
+    durable: bool,
+) {
     let mut failed: Vec<Option<MetaError>> = vec![None; jobs.len()];
     let result = loop {
-        match apply_batch(db, &jobs, &mut failed, fail_write) {
+        match apply_batch(db, &jobs, &mut failed, fail_write, durable) {
             Ok(Some(done)) => break Ok(done),
             Ok(None) => continue,
             Err(e) => break Err(e),
@@ -352,13 +405,13 @@ fn commit_batch(db: &Database, jobs: Vec<Job>, fail_write: &Arc<AtomicU64>, feed
         Ok((outcomes, events)) => {
             // Published once durable, before anyone hears of the change.
             feed.publish(events);
-            for ((_, _, reply), outcome) in jobs.into_iter().zip(outcomes) {
+            for ((_, _, _, reply), outcome) in jobs.into_iter().zip(outcomes) {
                 let _ = reply.send(outcome);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "meta commit failed");
-            for (_, _, reply) in jobs {
+            for (_, _, _, reply) in jobs {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -374,15 +427,20 @@ fn apply_batch(
     jobs: &[Job],
     failed: &mut [Option<MetaError>],
     fail_write: &Arc<AtomicU64>,
+    durable: bool,
 ) -> Result<Option<BatchDone>, MetaError> {
     let mut tx = db.begin_write().map_err(storage)?;
-    tx.set_durability(redb::Durability::Immediate)
-        .map_err(storage)?;
+    tx.set_durability(if durable {
+        redb::Durability::Immediate
+    } else {
+        redb::Durability::None
+    })
+    .map_err(storage)?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
     {
         let mut w = Tables::open(&tx, fail_write.clone())?;
-        for (i, (origin, change, _)) in jobs.iter().enumerate() {
+        for (i, (origin, _, change, _)) in jobs.iter().enumerate() {
             if let Some(e) = &failed[i] {
                 outcomes.push(Err(e.clone()));
                 continue;

@@ -51,6 +51,12 @@ impl<J: Send + 'static> GroupCommit<J> {
         })
     }
 
+    /// A handle that queues jobs without keeping the committer alive (for
+    /// a timer that submits work of its own).
+    pub fn weak(&self) -> Option<mpsc::WeakSender<J>> {
+        self.tx.as_ref().map(|t| t.downgrade())
+    }
+
     /// Queues `job`, waiting while the queue is full.
     pub async fn submit(&self, job: J) -> Result<(), Stopped> {
         match &self.tx {

@@ -68,6 +68,8 @@ pub struct OpenFile {
     /// This mount asked meta to keep the inode when its last name went: it
     /// tells meta to forget it when the last handle closes.
     held: std::sync::atomic::AtomicBool,
+    /// A process took a lock on it through this mount: closes release them.
+    locked: std::sync::atomic::AtomicBool,
 }
 
 struct FileState {
@@ -94,6 +96,7 @@ impl OpenFile {
             }),
             flushing: tokio::sync::Mutex::new(()),
             held: std::sync::atomic::AtomicBool::new(false),
+            locked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -151,6 +154,9 @@ pub struct Mount {
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_fh: AtomicU64,
     known: Mutex<HashMap<u64, Known>>,
+    /// Mode and group of directories seen lately (what a create in one
+    /// needs to know), for `INODE_TRUST`.
+    dir_attrs: Mutex<HashMap<u64, (u32, u32, Instant)>>,
     pub notifier: std::sync::OnceLock<Notifier>,
 }
 
@@ -166,6 +172,7 @@ impl Mount {
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
             known: Mutex::default(),
+            dir_attrs: Mutex::default(),
             notifier: std::sync::OnceLock::new(),
         }
     }
@@ -213,6 +220,7 @@ impl Mount {
     /// generation, so the kernel's next lookup replaces its stale inode.
     pub fn changed_elsewhere(&self, ino: u64) {
         self.stale(ino);
+        self.dir_attrs.lock().expect("dir attrs").remove(&ino);
         if self.open_file(ino).is_some() {
             return;
         }
@@ -268,7 +276,17 @@ impl Mount {
         Ok(self.with_local_size(inode))
     }
 
+    fn saw_dir(&self, inode: &Inode) {
+        if inode.kind == FileKind::Dir {
+            self.dir_attrs
+                .lock()
+                .expect("dir attrs")
+                .insert(inode.ino, (inode.mode, inode.gid, Instant::now()));
+        }
+    }
+
     fn with_local_size(&self, inode: Inode) -> (Inode, u64) {
+        self.saw_dir(&inode);
         match self.open_file(inode.ino) {
             Some(f) => {
                 {
@@ -319,13 +337,27 @@ impl Mount {
         mode: u32,
         dir: bool,
     ) -> Result<(u32, u32, u32)> {
-        let p = self.fs.getattr(parent).await.map_err(err)?;
-        if p.kind != FileKind::Dir {
-            return Err(Errno::ENOTDIR);
-        }
-        if p.mode & libc::S_ISGID != 0 {
+        let cached = self
+            .dir_attrs
+            .lock()
+            .expect("dir attrs")
+            .get(&parent)
+            .filter(|(_, _, at)| at.elapsed() < INODE_TRUST)
+            .map(|(m, g, _)| (*m, *g));
+        let (pmode, pgid) = match cached {
+            Some(c) => c,
+            None => {
+                let p = self.fs.getattr(parent).await.map_err(err)?;
+                if p.kind != FileKind::Dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                self.saw_dir(&p);
+                (p.mode, p.gid)
+            }
+        };
+        if pmode & libc::S_ISGID != 0 {
             let mode = if dir { mode | libc::S_ISGID } else { mode };
-            Ok((uid, p.gid, mode))
+            Ok((uid, pgid, mode))
         } else {
             Ok((uid, gid, mode))
         }
@@ -358,7 +390,9 @@ impl Mount {
             seed: seed_for_path(&format!("{parent}/{name}/{}", now_ns())),
             exclusive,
         };
-        self.fs.make(new).await.map_err(err)
+        let made = self.fs.make(new).await.map_err(err)?;
+        self.saw_dir(&made);
+        Ok(made)
     }
 
     pub async fn mknod(
@@ -687,7 +721,9 @@ impl Mount {
             return Err(Errno::EBADF);
         };
         let file = h.file;
-        if let Some(owner) = lock_owner {
+        if let Some(owner) = lock_owner
+            && file.locked.load(Ordering::Relaxed)
+        {
             let _ = self
                 .fs
                 .meta()
@@ -804,6 +840,9 @@ impl Mount {
     /// A signal to the caller interrupts the wait (EINTR), not the flush,
     /// which carries on in the background: nothing written is dropped.
     pub async fn flush(self: &Arc<Self>, file: &Arc<OpenFile>, pid: u32) -> Result<()> {
+        if !file.has_writes() {
+            return Ok(());
+        }
         let m = self.clone();
         let f = file.clone();
         let task = tokio::spawn(async move { flush_file(&m, &f).await });
@@ -820,6 +859,9 @@ impl Mount {
     /// the closing process's record locks on the file are released.
     pub async fn flush_fh(self: &Arc<Self>, fh: u64, lock_owner: u64, pid: u32) -> Result<()> {
         let file = self.handle(fh)?;
+        if !file.locked.load(Ordering::Relaxed) {
+            return self.flush(&file, pid).await;
+        }
         let meta = self.fs.meta().clone();
         let unlock = meta.release_locks(file.ino, self.session, Some(lock_owner));
         let (flushed, unlocked) = tokio::join!(self.flush(&file, pid), unlock);
@@ -829,11 +871,23 @@ impl Mount {
         flushed
     }
 
+    /// fsync: the file's writes are stored on W replicas, and its name and
+    /// attributes (changed lazily in meta) are durable.
     pub async fn fsync_ino(self: &Arc<Self>, ino: u64, pid: u32) -> Result<()> {
-        match self.open_file(ino) {
-            Some(f) => self.flush(&f, pid).await,
-            None => Ok(()),
+        if let Some(f) = self.open_file(ino) {
+            self.flush(&f, pid).await?;
         }
+        self.sync_meta(pid).await
+    }
+
+    /// fsyncdir, and the metadata part of fsync.
+    pub async fn sync_meta(&self, pid: u32) -> Result<()> {
+        let meta = self.fs.meta().clone();
+        interruptible(
+            pid,
+            async move { meta.sync().await.map_err(|e| err(e.into())) },
+        )
+        .await
     }
 
     // ----- space -----
@@ -971,6 +1025,9 @@ impl Mount {
         sleep: bool,
     ) -> Result<()> {
         let lock = self.file_lock(owner, start, end, typ, pid)?;
+        if let Some(f) = self.open_file(ino) {
+            f.locked.store(true, Ordering::Relaxed);
+        }
         let meta = self.fs.meta().clone();
         let wait = async move {
             let mut pause = Duration::from_millis(5);

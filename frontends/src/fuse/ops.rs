@@ -496,14 +496,20 @@ impl fuser::Filesystem for FuseFs {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Every change to a directory is durable in meta when it answers.
-        reply.ok();
+        // Names change lazily in meta: make them durable.
+        let pid = req.pid();
+        self.spawn(move |m| async move {
+            match m.sync_meta(pid).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -248,6 +248,7 @@ impl<'t> Tables<'t> {
                 session,
                 owner,
             } => self.release_locks(ino, session, owner),
+            Change::Sync => Ok(Outcome::Done),
             Change::SetAttr { ino, attr } => self.set_attr(ino, attr, now),
             Change::Resize {
                 ino,
