@@ -588,6 +588,16 @@ fn times_follow_posix() {
     let md3 = fs::metadata(m.join("f")).unwrap();
     assert_eq!(md3.mtime() * 1_000_000_000 + md3.mtime_nsec(), mt);
     assert!(ct(&md3) > ct(&md2));
+    // relatime: reading a file changed since it was last read moves its
+    // access time; reading it again the same day does not.
+    fs::read(m.join("f")).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let at = |m: &fs::Metadata| m.atime() * 1_000_000_000 + m.atime_nsec();
+    let a1 = at(&fs::metadata(m.join("f")).unwrap());
+    assert!(a1 >= ct(&md3), "atime {a1} before ctime {}", ct(&md3));
+    fs::read(m.join("f")).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(at(&fs::metadata(m.join("f")).unwrap()), a1);
     // Creating an entry moves the directory's mtime.
     let d0 =
         fs::metadata(&m).unwrap().mtime_nsec() + fs::metadata(&m).unwrap().mtime() * 1_000_000_000;

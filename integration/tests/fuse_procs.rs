@@ -3,13 +3,12 @@
 //! that block while too few datanodes are up (and complete intact when
 //! they return, or give EINTR to a signalled caller).
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tessera_integration::data::pseudo_random;
 use tessera_integration::fuse::require_fuse;
-use tessera_integration::procs::{ProcCluster, binary};
+use tessera_integration::procs::{ProcCluster, binary, is_mounted};
 
 const R2W2: &[&str] = &[
     "--replicas",
@@ -19,14 +18,6 @@ const R2W2: &[&str] = &[
     "--read-quorum",
     "1",
 ];
-
-fn mounted(dir: &Path) -> bool {
-    let dir = dir.canonicalize().unwrap_or(dir.to_path_buf());
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(dir.to_str().unwrap()))
-}
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -45,13 +36,13 @@ fn a_mount_process_unmounts_cleanly_and_recovers_from_kill_9() {
 
     // SIGTERM: unmounts and exits 0; the data stays.
     let mut m = c.mount("mount-1", mp);
-    assert!(mounted(mp));
+    assert!(is_mounted(mp));
     std::fs::write(mp.join("kept"), b"kept across mounts").unwrap();
     m.signal(libc::SIGTERM);
     wait_until("the mount process exits", Duration::from_secs(20), || {
         !m.is_alive()
     });
-    assert!(!mounted(mp), "still mounted after SIGTERM");
+    assert!(!is_mounted(mp), "still mounted after SIGTERM");
     assert!(
         !mp.join("kept").exists(),
         "the file shows on the bare mount point"
@@ -100,7 +91,7 @@ fn a_mount_process_unmounts_cleanly_and_recovers_from_kill_9() {
     wait_until("a busy mount detaches", Duration::from_secs(30), || {
         !m.is_alive()
     });
-    assert!(!mounted(mp));
+    assert!(!is_mounted(mp));
     assert!(m.log().contains("detaching lazily"), "{}", m.log());
     let _ = sleeper.kill();
     let _ = sleeper.wait();
@@ -126,7 +117,7 @@ fn a_mount_process_unmounts_cleanly_and_recovers_from_kill_9() {
     );
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("serving"), "{said}");
-    assert!(mounted(mp));
+    assert!(is_mounted(mp));
     assert_eq!(std::fs::read(mp.join("synced")).unwrap(), data);
     let pid: i32 = said
         .split("(pid ")

@@ -6,7 +6,7 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use crate::dav::{locks_around, props_of};
 use crate::schema::{
     DIRENTS, FLOCKS, GC, INODES, LEASES, LOCKS, PROPS, RING, SESSIONS, XATTRS, dec, get_inode,
-    storage,
+    storage, xattrs_of,
 };
 use crate::store::MetaStore;
 use crate::types::*;
@@ -177,17 +177,7 @@ impl MetaStore {
             let inodes = tx.open_table(INODES).map_err(storage)?;
             get_inode(&inodes, ino)?;
             let t = tx.open_table(XATTRS).map_err(storage)?;
-            let mut out = Vec::new();
-            let from: &[u8] = &[];
-            for e in t.range((ino, from)..).map_err(storage)? {
-                let (k, _) = e.map_err(storage)?;
-                let (i, name) = k.value();
-                if i != ino {
-                    break;
-                }
-                out.push(name.to_vec());
-            }
-            Ok(out)
+            Ok(xattrs_of(&t, ino)?.into_iter().map(|(n, _)| n).collect())
         })
         .await
     }

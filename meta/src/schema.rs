@@ -101,3 +101,22 @@ pub(crate) fn get_inode(
         .ok_or_else(|| MetaError::NotFound(format!("inode {ino}")))?;
     dec(v.value())
 }
+
+/// The names of `ino`'s extended attributes, in byte order, with the size
+/// of each name and value.
+pub(crate) fn xattrs_of(
+    t: &impl ReadableTable<(u64, &'static [u8]), &'static [u8]>,
+    ino: u64,
+) -> Result<Vec<(Vec<u8>, usize)>, MetaError> {
+    let mut out = Vec::new();
+    let from: &[u8] = &[];
+    for e in t.range((ino, from)..).map_err(storage)? {
+        let (k, v) = e.map_err(storage)?;
+        let (i, name) = k.value();
+        if i != ino {
+            break;
+        }
+        out.push((name.to_vec(), name.len() + v.value().len()));
+    }
+    Ok(out)
+}

@@ -108,6 +108,9 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub atime: Option<i64>,
     pub mtime: Option<i64>,
+    /// An access-time update by a read (relatime), not a change: the
+    /// ctime and version stay.
+    pub access_only: bool,
 }
 
 /// A WebDAV write lock (RFC 4918 §6-7). Meta keeps locks by path, so that

@@ -579,6 +579,7 @@ impl Mount {
             gid,
             atime,
             mtime,
+            access_only: false,
         };
         if attr != SetAttr::default() {
             inode = Some(self.fs.setattr(ino, attr).await.map_err(err)?);
@@ -792,6 +793,7 @@ impl Mount {
             self.flush(&file, pid).await?;
         }
         let inode = self.current_inode(&file).await?;
+        self.touch_atime(&file);
         match self.fs.read(&inode, offset, size as u64).await {
             Ok(b) => Ok(b),
             Err(Error::NotFound(_)) => {
@@ -802,6 +804,33 @@ impl Mount {
             }
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// relatime: a read moves the access time if it is not later than
+    /// the last change, or a day old (in the background, lazily).
+    fn touch_atime(&self, file: &OpenFile) {
+        const DAY_NS: i64 = 86_400 * 1_000_000_000;
+        let now = now_ns();
+        {
+            let mut s = file.lock();
+            let i = &s.inode;
+            if i.atime > i.mtime && i.atime > i.ctime && now - i.atime < DAY_NS {
+                return;
+            }
+            s.inode.atime = now;
+        }
+        let fs = self.fs.clone();
+        let ino = file.ino;
+        tokio::spawn(async move {
+            let attr = SetAttr {
+                atime: Some(now),
+                access_only: true,
+                ..SetAttr::default()
+            };
+            if let Err(e) = fs.setattr(ino, attr).await {
+                tracing::debug!(ino, error = %e, "cannot update the access time");
+            }
+        });
     }
 
     pub async fn write(

@@ -348,8 +348,10 @@ impl Tables<'_> {
         if let Some(m) = attr.mtime {
             inode.mtime = m;
         }
-        inode.ctime = now;
-        inode.version = self.tick()?;
+        if !attr.access_only {
+            inode.ctime = now;
+            inode.version = self.tick()?;
+        }
         self.put(&inode)?;
         Ok(Outcome::Inode(inode))
     }

@@ -6,7 +6,7 @@ use redb::ReadableTable;
 
 use super::Tables;
 use crate::change::Outcome;
-use crate::schema::{dec, enc, storage};
+use crate::schema::{dec, enc, storage, xattrs_of};
 use crate::types::*;
 
 impl Tables<'_> {
@@ -116,31 +116,14 @@ impl Tables<'_> {
     // ----- extended attributes -----
 
     fn xattr_names(&self, ino: u64) -> Result<Vec<Vec<u8>>, MetaError> {
-        let mut out = Vec::new();
-        let from: &[u8] = &[];
-        for e in self.xattrs.range((ino, from)..).map_err(storage)? {
-            let (k, _) = e.map_err(storage)?;
-            let (i, name) = k.value();
-            if i != ino {
-                break;
-            }
-            out.push(name.to_vec());
-        }
-        Ok(out)
+        Ok(xattrs_of(&self.xattrs, ino)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
     }
 
     fn xattr_bytes(&self, ino: u64) -> Result<usize, MetaError> {
-        let mut total = 0;
-        let from: &[u8] = &[];
-        for e in self.xattrs.range((ino, from)..).map_err(storage)? {
-            let (k, v) = e.map_err(storage)?;
-            let (i, name) = k.value();
-            if i != ino {
-                break;
-            }
-            total += name.len() + v.value().len();
-        }
-        Ok(total)
+        Ok(xattrs_of(&self.xattrs, ino)?.iter().map(|(_, b)| b).sum())
     }
 
     fn touch_inode(&mut self, ino: u64, now: i64) -> Result<(), MetaError> {
