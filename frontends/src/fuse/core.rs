@@ -234,6 +234,16 @@ impl Mount {
         }
     }
 
+    /// Meta's feed lost events: every file the kernel holds and that is
+    /// not open here may have changed.
+    pub fn all_changed_elsewhere(&self) {
+        let inos: Vec<u64> = self.known.lock().expect("known").keys().copied().collect();
+        for ino in inos {
+            self.changed_elsewhere(ino);
+        }
+        self.dir_attrs.lock().expect("dir attrs").clear();
+    }
+
     /// Whether the kernel's cached size or mtime of `inode` (not open
     /// here) is older than meta's; if so, its generation moves on.
     fn outdated(&self, inode: &Inode) -> bool {
@@ -841,11 +851,10 @@ impl Mount {
         pid: u32,
     ) -> Result<u32> {
         let file = self.handle(fh)?;
-        let end = offset
+        offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= MAX_FILE_SIZE)
             .ok_or(Errno::EFBIG)?;
-        let _ = end;
         let held = {
             let mut s = file.lock();
             s.buf.insert(offset, data);

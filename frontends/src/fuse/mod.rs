@@ -232,8 +232,8 @@ async fn follow_changes(mount: Arc<Mount>, stop: CancellationToken) {
         // Invalidations write to /dev/fuse and may wait for the kernel.
         let _ = tokio::task::spawn_blocking(move || {
             if lost {
+                m.all_changed_elsewhere();
                 for ino in m.open_inodes() {
-                    m.changed_elsewhere(ino);
                     let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
                 }
             }
