@@ -71,6 +71,9 @@ pub async fn run(
         .with_context(|| format!("cannot create {}", data.display()))?;
     let secret_path = data.join("secret");
     let secret = tessera_rpc::blocking(move || Secret::load_or_create(&secret_path)).await?;
+    // Meta, datanodes, gateway and mount share this process: their calls
+    // to each other skip the sockets.
+    tessera_rpc::local::enable();
 
     // Meta.
     let meta_config = MetaConfig {

@@ -217,9 +217,10 @@ impl Fs {
     }
 
     /// Creates a node of any kind with its owner (the FUSE front end);
-    /// `mkdir` and `create` are shorthands with owner root.
-    pub async fn make(&self, new: NewNode) -> Result<Inode> {
-        Ok(self.engine.meta.create(new).await?)
+    /// `mkdir` and `create` are shorthands with owner root. Also returns
+    /// the directory as the create left it (`None`: the file was there).
+    pub async fn make(&self, new: NewNode) -> Result<(Inode, Option<Inode>)> {
+        Ok(self.engine.meta.create_in(new).await?)
     }
 
     async fn create_node(

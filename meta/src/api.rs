@@ -201,6 +201,12 @@ macro_rules! expect {
             _ => Err(CallError::Unexpected($what)),
         }
     };
+    ($reply:expr, $($pat:pat => $out:expr),+; $what:literal) => {
+        match $reply {
+            $($pat => Ok($out),)+
+            _ => Err(CallError::Unexpected($what)),
+        }
+    };
 }
 
 impl MetaClient {
@@ -408,7 +414,13 @@ impl MetaClient {
 
     /// Creates `parent/name` (or returns what is there, unless `exclusive`).
     pub async fn create(&self, new: NewNode) -> Result<Inode, CallError> {
-        self.change_inode(Change::Create {
+        Ok(self.create_in(new).await?.0)
+    }
+
+    /// Like [`MetaClient::create`], with the directory as the create left
+    /// it (`None` when the name was there already and nothing changed).
+    pub async fn create_in(&self, new: NewNode) -> Result<(Inode, Option<Inode>), CallError> {
+        let change = Change::Create {
             parent: new.parent,
             name: new.name,
             kind: new.kind,
@@ -418,29 +430,32 @@ impl MetaClient {
             target: new.target,
             seed: new.seed,
             exclusive: new.exclusive,
-        })
-        .await
+        };
+        expect!(self.change(change).await?,
+            Outcome::Entry { inode, dir } => (inode, Some(dir)),
+            Outcome::Inode(i) => (i, None); "create")
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), CallError> {
-        self.unlink_held(parent, name, None).await
+        self.unlink_held(parent, name, None).await.map(drop)
     }
 
     /// Unlinks `parent/name`; if that was its last name and `hold` names
     /// a session that has it open, meta keeps it until that session
-    /// [`forget`](MetaClient::forget)s it.
+    /// [`forget`](MetaClient::forget)s it. Returns the node and the
+    /// directory as the unlink left them.
     pub async fn unlink_held(
         &self,
         parent: u64,
         name: &str,
         hold: Option<u64>,
-    ) -> Result<(), CallError> {
-        self.change_done(Change::Unlink {
+    ) -> Result<(Inode, Inode), CallError> {
+        let change = Change::Unlink {
             parent,
             name: name.to_string(),
             hold,
-        })
-        .await
+        };
+        expect!(self.change(change).await?, Outcome::Entry { inode, dir } => (inode, dir), "unlink")
     }
 
     /// A new name for file `ino` (a hard link).
@@ -549,7 +564,13 @@ impl MetaClient {
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), CallError> {
-        self.change_done(Change::Rmdir {
+        self.rmdir_in(parent, name).await.map(drop)
+    }
+
+    /// Removes the empty directory `parent/name`; returns `parent` as the
+    /// removal left it.
+    pub async fn rmdir_in(&self, parent: u64, name: &str) -> Result<Inode, CallError> {
+        self.change_inode(Change::Rmdir {
             parent,
             name: name.to_string(),
         })

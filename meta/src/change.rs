@@ -268,4 +268,10 @@ pub enum Outcome {
     Count(u64),
     Lock(LockInfo),
     Done,
+    /// A node and its directory as a change to a name left them (a node
+    /// unlinked for good has nlink 0).
+    Entry {
+        inode: Inode,
+        dir: Inode,
+    },
 }

@@ -27,7 +27,7 @@ fn node(parent: u64, name: &str, kind: FileKind) -> Change {
 
 async fn make(s: &MetaStore, parent: u64, name: &str, kind: FileKind) -> Inode {
     match s.apply(node(parent, name, kind)).await.unwrap() {
-        Outcome::Inode(i) => i,
+        Outcome::Inode(i) | Outcome::Entry { inode: i, .. } => i,
         o => panic!("{o:?}"),
     }
 }
@@ -407,7 +407,7 @@ async fn the_change_feed_tells_what_changed_and_who_did() {
         .await
         .unwrap()
     {
-        Outcome::Inode(i) => i,
+        Outcome::Inode(i) | Outcome::Entry { inode: i, .. } => i,
         o => panic!("{o:?}"),
     };
     s.apply(unlink(ROOT_INO, "f", None)).await.unwrap();
@@ -472,4 +472,71 @@ async fn the_change_feed_tells_what_changed_and_who_did() {
             .unwrap();
     }
     assert!(s.watch(quiet, Duration::ZERO).await.lost);
+}
+
+/// Creates, unlinks and rmdirs answer with the directory as they left it
+/// (a mount keeps its cache of directories exact with these).
+#[tokio::test]
+async fn name_changes_answer_with_their_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let d = make(&s, ROOT_INO, "d", FileKind::Dir).await;
+    let Outcome::Entry {
+        inode: f,
+        dir: after,
+    } = s.apply(node(d.ino, "f", FileKind::File)).await.unwrap()
+    else {
+        panic!("a create answers with its directory")
+    };
+    assert_eq!(after.ino, d.ino);
+    assert_eq!(
+        (after.mtime, after.ctime, after.nlink),
+        (f.ctime, f.ctime, 2)
+    );
+    assert!(after.version > d.version);
+    let Outcome::Entry { dir: after, .. } =
+        s.apply(node(d.ino, "sub", FileKind::Dir)).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(after.nlink, 3, "a subdirectory links its parent");
+    // A non-exclusive create of an existing file changes nothing.
+    let mut again = node(d.ino, "f", FileKind::File);
+    if let Change::Create { exclusive, .. } = &mut again {
+        *exclusive = false;
+    }
+    assert!(matches!(s.apply(again).await.unwrap(), Outcome::Inode(i) if i.ino == f.ino));
+    // A second name keeps the node; the last one drops it.
+    s.apply(Change::Link {
+        ino: f.ino,
+        new_parent: d.ino,
+        new_name: "g".into(),
+    })
+    .await
+    .unwrap();
+    let Outcome::Entry { inode, dir: after } = s.apply(unlink(d.ino, "f", None)).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((inode.ino, inode.nlink), (f.ino, 1));
+    assert_eq!(after.mtime, after.ctime);
+    let Outcome::Entry { inode, dir: last } = s.apply(unlink(d.ino, "g", None)).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((inode.ino, inode.nlink), (f.ino, 0));
+    assert!(last.version > after.version);
+    let Outcome::Inode(after) = s
+        .apply(Change::Rmdir {
+            parent: d.ino,
+            name: "sub".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("an rmdir answers with its directory")
+    };
+    assert_eq!((after.ino, after.nlink), (d.ino, 2));
+    let fetched = s.getattr(d.ino).await.unwrap();
+    assert_eq!(fetched, after, "the answer is what meta holds");
 }

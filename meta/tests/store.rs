@@ -9,7 +9,7 @@ fn open(dir: &tempfile::TempDir) -> MetaStore {
 
 async fn inode(s: &MetaStore, c: Change) -> Result<Inode, MetaError> {
     match s.apply(c).await? {
-        Outcome::Inode(i) => Ok(i),
+        Outcome::Inode(i) | Outcome::Entry { inode: i, .. } => Ok(i),
         o => panic!("expected an inode, got {o:?}"),
     }
 }

@@ -108,6 +108,16 @@ impl<S: Service> Client<S> {
         payload: Payload,
     ) -> Result<(S::Response, Bytes), Error> {
         let head = Bytes::from(codec::encode(req));
+        if let Some(handler) = crate::local::find(&self.peer) {
+            let frame = crate::local::join(head, payload);
+            return match tokio::time::timeout(self.timeout, self.call_local(handler, frame)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    peer: self.peer.to_string(),
+                    after: self.timeout,
+                }),
+            };
+        }
         let body = Segments::new(std::iter::once(head).chain(payload));
         match tokio::time::timeout(self.timeout, self.call_inner(body)).await {
             Ok(r) => r,
@@ -116,6 +126,32 @@ impl<S: Service> Client<S> {
                 after: self.timeout,
             }),
         }
+    }
+
+    /// A call to a service of this process (see [`crate::local`]).
+    async fn call_local(
+        &self,
+        handler: crate::local::Handler,
+        frame: Bytes,
+    ) -> Result<(S::Response, Bytes), Error> {
+        let peer = || self.peer.to_string();
+        let reply = tokio::spawn(handler(frame, self.transport.secret.expose()))
+            .await
+            .map_err(|e| Error::Connect {
+                peer: peer(),
+                message: format!("call failed: {e}"),
+            })?
+            .map_err(|refused| match refused {
+                crate::local::Refused::Unauthorized => Error::Unauthorized { peer: peer() },
+                crate::local::Refused::Malformed(message) => Error::BadRequest {
+                    peer: peer(),
+                    message,
+                },
+            })?;
+        codec::decode_frame(reply).map_err(|message| Error::Decode {
+            peer: peer(),
+            message,
+        })
     }
 
     async fn call_inner(&self, body: Segments) -> Result<(S::Response, Bytes), Error> {

@@ -15,6 +15,7 @@
 //! - [`body`]: bodies sent as several segments, never joined.
 //! - [`formats`]: format versions of stored tables, checked on open.
 //! - [`group`]: group commit, one thread batching concurrent jobs.
+//! - [`local`]: calls between services of one process (`tessera up`), without sockets.
 //! - [`blocking`]: the one helper through which blocking work leaves the runtime.
 
 pub mod body;
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod error;
 pub mod formats;
 pub mod group;
+pub mod local;
 pub mod secret;
 pub mod server;
 

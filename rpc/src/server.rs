@@ -99,6 +99,10 @@ pub async fn serve_with<S: Service>(
     shutdown: impl Future<Output = ()>,
 ) {
     let secret = Arc::new(secret);
+    let _local = listener
+        .local_addr()
+        .ok()
+        .map(|a| crate::local::register(a.to_string(), service.clone(), secret.clone()));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);

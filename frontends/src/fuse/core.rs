@@ -24,6 +24,7 @@ use tessera_meta::{
 };
 
 use super::attr::errno;
+use super::dircache::DirCache;
 use super::files::WriteBuf;
 
 pub type Result<T, E = Errno> = std::result::Result<T, E>;
@@ -36,6 +37,9 @@ const HOLD_AT: usize = 256 << 20;
 const WRITE_CHUNK: usize = 16 << 20;
 /// How long an open file trusts the inode it holds without news from meta.
 const INODE_TRUST: Duration = Duration::from_secs(1);
+/// How long the kernel keeps names and attributes while meta's feed is
+/// followed.
+const KERNEL_TTL: Duration = Duration::from_secs(10);
 
 fn err(e: Error) -> Errno {
     match &e {
@@ -147,16 +151,16 @@ pub struct Mount {
     pub fs: Fs,
     /// This mount's session in meta (its locks and the orphans it holds).
     pub session: u64,
-    pub entry_ttl: Duration,
-    pub attr_ttl: Duration,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_fh: AtomicU64,
     known: Mutex<HashMap<u64, Known>>,
-    /// Mode and group of directories seen lately (what a create in one
-    /// needs to know), for `INODE_TRUST`.
-    dir_attrs: Mutex<HashMap<u64, (u32, u32, Instant)>>,
+    /// Directories' attributes and names, answered without meta.
+    pub dircache: DirCache,
+    /// Files whose last name this mount removed and nobody holds: the
+    /// kernel still writes their times back as it drops them.
+    gone: Mutex<std::collections::HashSet<u64>>,
     pub notifier: std::sync::OnceLock<Notifier>,
 }
 
@@ -165,15 +169,25 @@ impl Mount {
         Mount {
             session: fs.holder(),
             fs,
-            entry_ttl: Duration::from_secs(1),
-            attr_ttl: Duration::from_secs(1),
             files: Mutex::default(),
             handles: Mutex::default(),
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
             known: Mutex::default(),
-            dir_attrs: Mutex::default(),
+            dircache: DirCache::default(),
+            gone: Mutex::default(),
             notifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// How long the kernel may keep names and attributes it was told:
+    /// long while meta's feed is followed (it invalidates what changed
+    /// elsewhere within milliseconds), a second otherwise.
+    pub fn ttl(&self) -> Duration {
+        if self.dircache.following() {
+            KERNEL_TTL
+        } else {
+            INODE_TRUST
         }
     }
 
@@ -209,8 +223,14 @@ impl Mount {
         }
     }
 
+    /// Whether `ino` was unlinked for good by this mount.
+    pub fn is_gone(&self, ino: u64) -> bool {
+        self.gone.lock().expect("gone").contains(&ino)
+    }
+
     /// The kernel dropped `ino`.
     pub fn forget(&self, ino: u64) {
+        self.gone.lock().expect("gone").remove(&ino);
         if self.open_file(ino).is_none() {
             self.known.lock().expect("known").remove(&ino);
         }
@@ -220,7 +240,7 @@ impl Mount {
     /// generation, so the kernel's next lookup replaces its stale inode.
     pub fn changed_elsewhere(&self, ino: u64) {
         self.stale(ino);
-        self.dir_attrs.lock().expect("dir attrs").remove(&ino);
+        self.dircache.forget(ino);
         if self.open_file(ino).is_some() {
             return;
         }
@@ -241,7 +261,7 @@ impl Mount {
         for ino in inos {
             self.changed_elsewhere(ino);
         }
-        self.dir_attrs.lock().expect("dir attrs").clear();
+        self.dircache.clear();
     }
 
     /// Whether the kernel's cached size or mtime of `inode` (not open
@@ -280,23 +300,20 @@ impl Mount {
             .ok_or(Errno::EBADF)
     }
 
-    /// The inode and the size to report, including writes held here.
+    /// The inode and the size to report, including writes held here; a
+    /// directory's from the cache when it is trusted.
     async fn attr_of(&self, ino: u64) -> Result<(Inode, u64)> {
+        if let Some(d) = self.dircache.attr(ino) {
+            let size = d.size;
+            return Ok((d, size));
+        }
+        let epoch = self.dircache.epoch();
         let inode = self.fs.getattr(ino).await.map_err(err)?;
+        self.dircache.answered(&inode, epoch);
         Ok(self.with_local_size(inode))
     }
 
-    fn saw_dir(&self, inode: &Inode) {
-        if inode.kind == FileKind::Dir {
-            self.dir_attrs
-                .lock()
-                .expect("dir attrs")
-                .insert(inode.ino, (inode.mode, inode.gid, Instant::now()));
-        }
-    }
-
     fn with_local_size(&self, inode: Inode) -> (Inode, u64) {
-        self.saw_dir(&inode);
         match self.open_file(inode.ino) {
             Some(f) => {
                 {
@@ -328,7 +345,12 @@ impl Mount {
 
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<(Inode, u64)> {
         let name = name_of(name)?;
+        if self.dircache.absent(parent, name) {
+            return Err(Errno::ENOENT);
+        }
+        let epoch = self.dircache.epoch();
         let inode = self.fs.lookup(parent, name).await.map_err(err)?;
+        self.dircache.answered(&inode, epoch);
         Ok(self.with_local_size(inode))
     }
 
@@ -347,24 +369,11 @@ impl Mount {
         mode: u32,
         dir: bool,
     ) -> Result<(u32, u32, u32)> {
-        let cached = self
-            .dir_attrs
-            .lock()
-            .expect("dir attrs")
-            .get(&parent)
-            .filter(|(_, _, at)| at.elapsed() < INODE_TRUST)
-            .map(|(m, g, _)| (*m, *g));
-        let (pmode, pgid) = match cached {
-            Some(c) => c,
-            None => {
-                let p = self.fs.getattr(parent).await.map_err(err)?;
-                if p.kind != FileKind::Dir {
-                    return Err(Errno::ENOTDIR);
-                }
-                self.saw_dir(&p);
-                (p.mode, p.gid)
-            }
-        };
+        let (p, _) = self.attr_of(parent).await?;
+        if p.kind != FileKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let (pmode, pgid) = (p.mode, p.gid);
         if pmode & libc::S_ISGID != 0 {
             let mode = if dir { mode | libc::S_ISGID } else { mode };
             Ok((uid, pgid, mode))
@@ -400,9 +409,20 @@ impl Mount {
             seed: seed_for_path(&format!("{parent}/{name}/{}", now_ns())),
             exclusive,
         };
-        let made = self.fs.make(new).await.map_err(err)?;
-        self.saw_dir(&made);
-        Ok(made)
+        let epoch = self.dircache.epoch();
+        match self.fs.make(new).await {
+            Ok((made, dir)) => {
+                self.dircache
+                    .added(parent, name, dir.as_ref(), &made, epoch);
+                Ok(made)
+            }
+            Err(e) => {
+                if matches!(e, Error::Exists(_)) {
+                    self.dircache.entry_changed(parent);
+                }
+                Err(err(e))
+            }
+        }
     }
 
     pub async fn mknod(
@@ -469,6 +489,7 @@ impl Mount {
             .link(ino, new_parent, name)
             .await
             .map_err(|e| err(e.into()))?;
+        self.dircache.forget(new_parent);
         Ok(self.with_local_size(inode))
     }
 
@@ -491,16 +512,43 @@ impl Mount {
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         let name = name_of(name)?;
         let hold = self.hold_for(self.open_target(parent, name).await);
-        self.fs
-            .meta()
-            .unlink_held(parent, name, hold)
-            .await
-            .map_err(|e| err(e.into()))
+        let epoch = self.dircache.epoch();
+        match self.fs.meta().unlink_held(parent, name, hold).await {
+            Ok((inode, dir)) => {
+                self.dircache.removed(parent, name, &dir, epoch);
+                if inode.nlink == 0 && hold.is_none() {
+                    let mut gone = self.gone.lock().expect("gone");
+                    if gone.len() >= 65_536 {
+                        gone.clear();
+                    }
+                    gone.insert(inode.ino);
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.name_error(parent, e.into())),
+        }
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         let name = name_of(name)?;
-        self.fs.rmdir(parent, name).await.map_err(err)
+        let epoch = self.dircache.epoch();
+        match self.fs.meta().rmdir_in(parent, name).await {
+            Ok(dir) => {
+                self.dircache.removed(parent, name, &dir, epoch);
+                self.dircache.child_dir_gone(parent);
+                Ok(())
+            }
+            Err(e) => Err(self.name_error(parent, e.into())),
+        }
+    }
+
+    /// The errno of a failed change to a name in `parent`; a name found
+    /// missing or present against what the cache said makes it forget.
+    fn name_error(&self, parent: u64, e: Error) -> Errno {
+        if matches!(e, Error::NotFound(_) | Error::Exists(_)) {
+            self.dircache.entry_changed(parent);
+        }
+        err(e)
     }
 
     pub async fn rename(
@@ -535,7 +583,11 @@ impl Mount {
             )
             .await;
         match r {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.dircache
+                    .renamed((parent, name), (new_parent, new_name), exchange);
+                Ok(())
+            }
             // Moving a directory into itself.
             Err(tessera_meta::api::CallError::Meta(tessera_meta::MetaError::Invalid(_))) => {
                 Err(Errno::EINVAL)
@@ -592,7 +644,10 @@ impl Mount {
             access_only: false,
         };
         if attr != SetAttr::default() {
-            inode = Some(self.fs.setattr(ino, attr).await.map_err(err)?);
+            let epoch = self.dircache.epoch();
+            let i = self.fs.setattr(ino, attr).await.map_err(err)?;
+            self.dircache.answered(&i, epoch);
+            inode = Some(i);
         }
         match inode {
             Some(i) => {
@@ -632,7 +687,13 @@ impl Mount {
         {
             return Ok((ino, e));
         }
+        let epoch = self.dircache.epoch();
         let entries = Arc::new(self.fs.readdir(ino).await.map_err(err)?);
+        for (_, i) in entries.iter() {
+            self.dircache.answered(i, epoch);
+        }
+        self.dircache
+            .listed(ino, entries.iter().map(|(n, _)| n.as_str()), epoch);
         if let Some(d) = self.dirs.lock().expect("dirs").get_mut(&fh) {
             d.entries = Some(entries.clone());
         }
@@ -641,7 +702,7 @@ impl Mount {
 
     /// The parent of directory `ino` (for "..").
     pub async fn parent_of(&self, ino: u64) -> Result<u64> {
-        Ok(self.fs.getattr(ino).await.map_err(err)?.parent)
+        Ok(self.attr_of(ino).await?.0.parent)
     }
 
     // ----- files -----
@@ -726,22 +787,21 @@ impl Mount {
     }
 
     /// Closes a handle: its file's writes are flushed when the last handle
-    /// goes, and a file nobody names any more is forgotten by meta.
-    pub async fn release(self: &Arc<Self>, fh: u64, lock_owner: Option<u64>) -> Result<()> {
+    /// goes, the owner's flocks are released, and a file nobody names any
+    /// more is forgotten by meta. What needs the cluster is returned to run
+    /// (`None`: nothing does).
+    #[allow(clippy::type_complexity)]
+    pub fn release(
+        self: &Arc<Self>,
+        fh: u64,
+        lock_owner: Option<u64>,
+    ) -> Result<Option<std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>>> {
         let Some(h) = self.handles.lock().expect("handles").remove(&fh) else {
             return Err(Errno::EBADF);
         };
         let file = h.file;
-        if let Some(owner) = lock_owner
-            && file.locked.load(Ordering::Relaxed)
-        {
-            let _ = self
-                .fs
-                .meta()
-                .release_locks(file.ino, self.session, Some(owner))
-                .await;
-        }
-        let last = {
+        let unlock = lock_owner.filter(|_| file.locked.load(Ordering::Relaxed));
+        let (last, writes) = {
             let mut files = self.files.lock().expect("files");
             let mut s = file.lock();
             s.opens = s.opens.saturating_sub(1);
@@ -749,21 +809,40 @@ impl Mount {
             if last {
                 files.remove(&file.ino);
             }
-            last
+            (last, !s.buf.is_empty() || s.inflight_end > 0)
         };
-        if !last {
-            return Ok(());
+        let held = last && file.held.load(Ordering::Relaxed);
+        if unlock.is_none() && !(last && writes) && !held {
+            return Ok(None);
         }
-        // Nobody waits for this answer; keep trying until the cluster has
-        // the data (writes block while too few replicas are up).
-        let r = self.flush_all(&file).await;
-        if let Err(e) = &r {
-            tracing::error!(ino = file.ino, error = %e, "writes of a closed file could not be stored");
-        }
-        if file.held.load(Ordering::Relaxed) {
-            let _ = self.fs.meta().forget(file.ino, self.session).await;
-        }
-        r.map_err(err)
+        let m = self.clone();
+        Ok(Some(Box::pin(async move {
+            if let Some(owner) = unlock {
+                let _ =
+                    m.fs.meta()
+                        .release_locks(file.ino, m.session, Some(owner))
+                        .await;
+            }
+            if !last {
+                return Ok(());
+            }
+            // Nobody waits for this answer; keep trying until the cluster
+            // has the data (writes block while too few replicas are up).
+            let r = m.flush_all(&file).await;
+            if let Err(e) = &r {
+                tracing::error!(ino = file.ino, error = %e, "writes of a closed file could not be stored");
+            }
+            if held {
+                let _ = m.fs.meta().forget(file.ino, m.session).await;
+            }
+            r.map_err(err)
+        })))
+    }
+
+    /// Whether closing `fh` needs nothing sent (no writes held, no locks).
+    pub fn flush_is_noop(&self, fh: u64) -> bool {
+        self.handle(fh)
+            .is_ok_and(|f| !f.locked.load(Ordering::Relaxed) && !f.has_writes())
     }
 
     /// The file's inode, fetched again unless this mount saw it recently.
@@ -960,11 +1039,10 @@ impl Mount {
                 return Err(Errno::EPERM);
             }
         }
-        self.fs
-            .meta()
-            .set_xattr(ino, name, value, mode)
-            .await
-            .map_err(|e| err(e.into()))
+        let r = self.fs.meta().set_xattr(ino, name, value, mode).await;
+        // The inode's ctime moved.
+        self.dircache.forget(ino);
+        r.map_err(|e| err(e.into()))
     }
 
     pub async fn getxattr(&self, ino: u64, name: &OsStr, uid: u32) -> Result<Vec<u8>> {
@@ -997,11 +1075,9 @@ impl Mount {
 
     pub async fn removexattr(&self, ino: u64, name: &OsStr, uid: u32) -> Result<()> {
         let name = check_xattr_name(name, uid)?;
-        self.fs
-            .meta()
-            .remove_xattr(ino, name)
-            .await
-            .map_err(|e| err(e.into()))
+        let r = self.fs.meta().remove_xattr(ino, name).await;
+        self.dircache.forget(ino);
+        r.map_err(|e| err(e.into()))
     }
 
     // ----- locks -----

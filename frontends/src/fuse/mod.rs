@@ -10,6 +10,7 @@
 
 pub mod attr;
 pub mod core;
+pub mod dircache;
 pub mod files;
 pub mod ops;
 
@@ -201,6 +202,7 @@ async fn follow_changes(mount: Arc<Mount>, stop: CancellationToken) {
         let events = match r {
             Ok(e) => e,
             Err(e) => {
+                mount.dircache.set_following(false);
                 tracing::debug!(error = %e, "change feed unavailable; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -212,6 +214,9 @@ async fn follow_changes(mount: Arc<Mount>, stop: CancellationToken) {
         let first = next == 0;
         next = events.next;
         if first {
+            // What was cached before the feed was followed may be old.
+            mount.dircache.clear();
+            mount.dircache.set_following(true);
             continue;
         }
         let Some(notifier) = mount.notifier.get().cloned() else {
@@ -227,12 +232,24 @@ async fn follow_changes(mount: Arc<Mount>, stop: CancellationToken) {
             .map(|(_, e)| e)
             .collect();
         if batch.is_empty() && !lost {
+            mount.dircache.set_following(true);
             continue;
         }
+        // The mount's own caches first, so nothing answered from here after
+        // this point predates these changes.
+        if lost {
+            m.all_changed_elsewhere();
+        }
+        for e in &batch {
+            match e {
+                Event::Inode(ino) => m.changed_elsewhere(*ino),
+                Event::Entry { parent, .. } => m.dircache.entry_changed(*parent),
+            }
+        }
+        mount.dircache.set_following(true);
         // Invalidations write to /dev/fuse and may wait for the kernel.
         let _ = tokio::task::spawn_blocking(move || {
             if lost {
-                m.all_changed_elsewhere();
                 for ino in m.open_inodes() {
                     let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
                 }
@@ -240,7 +257,6 @@ async fn follow_changes(mount: Arc<Mount>, stop: CancellationToken) {
             for e in batch {
                 match e {
                     Event::Inode(ino) => {
-                        m.changed_elsewhere(ino);
                         let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
                     }
                     Event::Entry { parent, name } => {

@@ -23,7 +23,7 @@ use super::core::Mount;
 fn entry(m: &Mount, reply: ReplyEntry, inode: &Inode, size: u64) {
     m.introduce(inode, size);
     reply.entry(
-        &m.entry_ttl,
+        &m.ttl(),
         &file_attr(inode, size),
         Generation(m.generation(inode.ino)),
     );
@@ -81,6 +81,11 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Ok(n) = super::core::name_of(name)
+            && self.mount.dircache.absent(parent.0, n)
+        {
+            return reply.error(Errno::ENOENT);
+        }
         let name = owned(name);
         self.spawn(move |m| async move {
             match m.lookup(parent.0, &name).await {
@@ -95,9 +100,13 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        // A directory's attributes the mount knows are answered at once.
+        if let Some(d) = self.mount.dircache.attr(ino.0) {
+            return reply.attr(&self.mount.ttl(), &file_attr(&d, d.size));
+        }
         self.spawn(move |m| async move {
             match m.getattr(ino.0).await {
-                Ok((i, size)) => reply.attr(&m.attr_ttl, &file_attr(&i, size)),
+                Ok((i, size)) => reply.attr(&m.ttl(), &file_attr(&i, size)),
                 Err(e) => reply.error(e),
             }
         });
@@ -121,6 +130,11 @@ impl fuser::Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // The kernel writes back the times of a file this mount unlinked
+        // for good as it drops it: nothing is left to set.
+        if self.mount.is_gone(ino.0) {
+            return reply.error(Errno::ENOENT);
+        }
         let pid = req.pid();
         self.spawn(move |m| async move {
             let r = m
@@ -136,7 +150,7 @@ impl fuser::Filesystem for FuseFs {
                 )
                 .await;
             match r {
-                Ok((i, size)) => reply.attr(&m.attr_ttl, &file_attr(&i, size)),
+                Ok((i, size)) => reply.attr(&m.ttl(), &file_attr(&i, size)),
                 Err(e) => reply.error(e),
             }
         });
@@ -336,6 +350,9 @@ impl fuser::Filesystem for FuseFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if self.mount.flush_is_noop(fh.0) {
+            return reply.ok();
+        }
         let pid = req.pid();
         self.spawn(move |m| async move {
             match m.flush_fh(fh.0, lock_owner.0, pid).await {
@@ -355,12 +372,19 @@ impl fuser::Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |m| async move {
-            match m.release(fh.0, lock_owner.map(|o| o.0)).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
+        // Answered here when the close needs nothing from the cluster.
+        match self.mount.release(fh.0, lock_owner.map(|o| o.0)) {
+            Err(e) => reply.error(e),
+            Ok(None) => reply.ok(),
+            Ok(Some(rest)) => {
+                self.rt.spawn(async move {
+                    match rest.await {
+                        Ok(()) => reply.ok(),
+                        Err(e) => reply.error(e),
+                    }
+                });
             }
-        });
+        }
     }
 
     fn fsync(
@@ -447,7 +471,7 @@ impl fuser::Filesystem for FuseFs {
                 };
                 let attr = file_attr(&d, size);
                 let gen_of = |ino: u64| Generation(m.generation(ino));
-                if i == 0 && reply.add(ino, 1, ".", &m.entry_ttl, &attr, gen_of(ino.0)) {
+                if i == 0 && reply.add(ino, 1, ".", &m.ttl(), &attr, gen_of(ino.0)) {
                     return reply.ok();
                 }
                 let mut pattr = attr;
@@ -456,7 +480,7 @@ impl fuser::Filesystem for FuseFs {
                     INodeNo(d.parent),
                     2,
                     "..",
-                    &m.entry_ttl,
+                    &m.ttl(),
                     &pattr,
                     gen_of(d.parent),
                 ) {
@@ -471,7 +495,7 @@ impl fuser::Filesystem for FuseFs {
                     INodeNo(inode.ino),
                     k as u64 + 3,
                     name,
-                    &m.entry_ttl,
+                    &m.ttl(),
                     &file_attr(inode, size),
                     Generation(m.generation(inode.ino)),
                 ) {
@@ -607,7 +631,7 @@ impl fuser::Filesystem for FuseFs {
                 Ok((i, fh)) => {
                     m.introduce(&i, i.size);
                     reply.created(
-                        &m.entry_ttl,
+                        &m.ttl(),
                         &file_attr(&i, i.size),
                         Generation(m.generation(i.ino)),
                         FileHandle(fh),

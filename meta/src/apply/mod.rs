@@ -166,14 +166,15 @@ impl<'t> Tables<'t> {
         Ok(d)
     }
 
-    /// Marks a directory changed (an entry came or went).
-    fn touch_dir(&mut self, ino: u64, now: i64, nlink_delta: i32) -> Result<(), MetaError> {
+    /// Marks a directory changed (an entry came or went); returns it.
+    fn touch_dir(&mut self, ino: u64, now: i64, nlink_delta: i32) -> Result<Inode, MetaError> {
         let mut d = self.inode(ino)?;
         d.mtime = now;
         d.ctime = now;
         d.nlink = (d.nlink as i64 + nlink_delta as i64).max(1) as u32;
         d.version = self.tick()?;
-        self.put(&d)
+        self.put(&d)?;
+        Ok(d)
     }
 
     fn queue_gc(&mut self, object: ObjectRef) -> Result<(), MetaError> {

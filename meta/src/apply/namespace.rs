@@ -121,8 +121,8 @@ impl Tables<'_> {
         };
         self.put(&inode)?;
         self.put_entry(parent, &name, ino)?;
-        self.touch_dir(parent, now, if kind == FileKind::Dir { 1 } else { 0 })?;
-        Ok(Outcome::Inode(inode))
+        let dir = self.touch_dir(parent, now, if kind == FileKind::Dir { 1 } else { 0 })?;
+        Ok(Outcome::Entry { inode, dir })
     }
 
     pub(super) fn link(
@@ -172,9 +172,10 @@ impl Tables<'_> {
             return Err(MetaError::IsADirectory(name));
         }
         self.remove_entry(parent, &name)?;
-        self.lose_name(inode, hold, now)?;
-        self.touch_dir(parent, now, 0)?;
-        Ok(Outcome::Done)
+        self.lose_name(inode.clone(), hold, now)?;
+        let inode = self.inode(ino).unwrap_or(Inode { nlink: 0, ..inode });
+        let dir = self.touch_dir(parent, now, 0)?;
+        Ok(Outcome::Entry { inode, dir })
     }
 
     pub(super) fn rmdir(
@@ -196,8 +197,7 @@ impl Tables<'_> {
         }
         self.remove_entry(parent, &name)?;
         self.drop_inode(&inode)?;
-        self.touch_dir(parent, now, -1)?;
-        Ok(Outcome::Done)
+        Ok(Outcome::Inode(self.touch_dir(parent, now, -1)?))
     }
 
     pub(super) fn rename(

@@ -1,0 +1,103 @@
+//! Calls between services of one process, without sockets.
+//!
+//! `tessera up` runs meta, the datanodes and the gateways in one process.
+//! Once [`enable`]d, every service [`serve`](crate::serve)d in the process
+//! is also reachable at its address from within the process: a call there
+//! encodes and decodes exactly the frames it would send over HTTP/2 (so it
+//! is checked and behaves the same), and runs the handler in the caller's
+//! task; only the loopback TCP, HTTP/2 framing and the wake-ups of the
+//! wire are skipped. A caller that gives up (a timeout) drops the handler
+//! where it is, which leaves the call's outcome unknown, as a connection
+//! lost mid-call does. A service stops being reachable this way when `serve` returns.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::{Secret, Service, codec};
+
+/// Why a call in the process was refused, as the wire would answer.
+pub(crate) enum Refused {
+    Unauthorized,
+    Malformed(String),
+}
+
+type Reply = Pin<Box<dyn Future<Output = Result<Bytes, Refused>> + Send>>;
+/// A served service, type-erased: request frame and the caller's secret
+/// in, response frame out.
+pub(crate) type Handler = Arc<dyn Fn(Bytes, &str) -> Reply + Send + Sync>;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static SERVICES: LazyLock<RwLock<HashMap<String, Handler>>> = LazyLock::new(Default::default);
+
+/// Services served from now on in this process are called directly by
+/// clients in it.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// The handler of the service served at `addr` in this process, if any.
+pub(crate) fn find(addr: &str) -> Option<Handler> {
+    if !ENABLED.load(Ordering::Acquire) {
+        return None;
+    }
+    SERVICES.read().expect("local services").get(addr).cloned()
+}
+
+/// Keeps `service` reachable at `addr` until dropped.
+pub(crate) struct Registration(Option<String>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(addr) = self.0.take() {
+            SERVICES.write().expect("local services").remove(&addr);
+        }
+    }
+}
+
+pub(crate) fn register<S: Service>(
+    addr: String,
+    service: Arc<S>,
+    secret: Arc<Secret>,
+) -> Registration {
+    if !ENABLED.load(Ordering::Acquire) {
+        return Registration(None);
+    }
+    let handler: Handler = Arc::new(move |frame: Bytes, presented: &str| {
+        let allowed = secret.matches(presented.as_bytes());
+        let service = service.clone();
+        Box::pin(async move {
+            if !allowed {
+                return Err(Refused::Unauthorized);
+            }
+            let (request, payload) = codec::decode_frame::<S::Request>(frame)
+                .map_err(|e| Refused::Malformed(format!("malformed request: {e}")))?;
+            let (response, payload) = service.handle(request, payload).await;
+            Ok(join(Bytes::from(codec::encode(&response)), payload))
+        })
+    });
+    SERVICES
+        .write()
+        .expect("local services")
+        .insert(addr.clone(), handler);
+    Registration(Some(addr))
+}
+
+/// One buffer of `head` followed by `rest`, as the receiving end of the
+/// wire sees a body.
+pub(crate) fn join(head: Bytes, rest: impl IntoIterator<Item = Bytes>) -> Bytes {
+    let rest: Vec<Bytes> = rest.into_iter().collect();
+    if rest.iter().all(|b| b.is_empty()) {
+        return head;
+    }
+    let mut out = BytesMut::with_capacity(head.len() + rest.iter().map(Bytes::len).sum::<usize>());
+    out.extend_from_slice(&head);
+    for b in rest {
+        out.extend_from_slice(&b);
+    }
+    out.freeze()
+}
