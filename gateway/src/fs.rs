@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use tessera_datanode::Block;
 use tessera_meta::api::{NewNode, WriteGrant};
 use tessera_meta::{FileKind, Inode, MetaClient, SetAttr, now_ns};
@@ -327,6 +328,12 @@ impl Fs {
     /// write lease; bytes a failed write left past the end are zeroed before
     /// this write grows the file over them.
     pub async fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<Inode> {
+        self.write_bytes_at(ino, offset, Bytes::copy_from_slice(data))
+            .await
+    }
+
+    /// [`Fs::write_at`] of bytes the caller hands over (no copy is made).
+    pub async fn write_bytes_at(&self, ino: u64, offset: u64, data: Bytes) -> Result<Inode> {
         check_end(offset, data.len() as u64)?;
         if data.is_empty() {
             let inode = self.getattr(ino).await?;
@@ -337,7 +344,6 @@ impl Fs {
         }
         let _guard = self.engine.write_locks[(ino % 64) as usize].lock().await;
         let end = offset + data.len() as u64;
-        let data = Bytes::copy_from_slice(data);
         self.engine
             .leased(ino, end, |grant| {
                 self.write_leased(ino, offset, data, grant)
@@ -395,24 +401,31 @@ impl Fs {
             }
         }
         let end = offset + data.len() as u64;
-        let blocks = tessera_rpc::compute(data.len(), move || {
-            spans
-                .iter()
-                .map(|s| {
-                    let prior = old
-                        .iter()
-                        .find(|(i, _)| *i == s.index)
-                        .map(|(_, b)| b.as_ref())
-                        .unwrap_or(&[]);
-                    Block::new(
-                        generation,
-                        Bytes::from(stripe::merge(prior, s.start, &data[s.data.clone()])),
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        self.engine.io.write(&object, first, blocks).await?;
+        // In chunks, a few in flight: hashing one overlaps sending others.
+        let old = std::sync::Arc::new(old);
+        let writes = spans
+            .chunks(self.engine.options.chunk_blocks.max(1))
+            .map(|group| {
+                let (group, data, old) = (group.to_vec(), data.clone(), old.clone());
+                let engine = self.engine.clone();
+                async move {
+                    let bytes = group.iter().map(|s| s.data.len()).sum();
+                    let first = group[0].index;
+                    let blocks = tessera_rpc::compute(bytes, move || {
+                        group
+                            .iter()
+                            .map(|s| Block::new(generation, block_after(s, &data, &old)))
+                            .collect::<Vec<_>>()
+                    })
+                    .await;
+                    engine.io.write(&object, first, blocks).await
+                }
+            })
+            .collect::<Vec<_>>();
+        futures::stream::iter(writes)
+            .buffer_unordered(self.engine.options.inflight_chunks.max(1))
+            .try_for_each(|()| async { Ok(()) })
+            .await?;
         Ok(self
             .engine
             .meta
@@ -501,4 +514,19 @@ impl Fs {
         }
         writer.finish(Some(src.size)).await
     }
+}
+
+/// Block `s.index` after a write of `data` over it: a slice of `data` when
+/// the write covers it whole, else the old bytes (`old`, of the partial
+/// blocks at either end) merged with the new.
+fn block_after(s: &stripe::BlockSpan, data: &Bytes, old: &[(u64, Bytes)]) -> Bytes {
+    let prior = old
+        .iter()
+        .find(|(i, _)| *i == s.index)
+        .map(|(_, b)| b.as_ref())
+        .unwrap_or(&[]);
+    if s.start == 0 && s.data.len() >= prior.len() {
+        return data.slice(s.data.clone());
+    }
+    Bytes::from(stripe::merge(prior, s.start, &data[s.data.clone()]))
 }

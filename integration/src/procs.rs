@@ -45,9 +45,18 @@ impl Proc {
         Self::start_until(name, args, log_dir, "listening on ")
     }
 
+    /// [`Proc::start`] with extra environment variables.
+    pub fn start_env(name: &str, args: &[&str], log_dir: &Path, env: &[(&str, &str)]) -> Proc {
+        Self::spawn(name, args, log_dir, "listening on ", env)
+    }
+
     /// Like [`Proc::start`], ready at the line containing `ready`; `addr` is
     /// the word after it.
     pub fn start_until(name: &str, args: &[&str], log_dir: &Path, ready: &str) -> Proc {
+        Self::spawn(name, args, log_dir, ready, &[])
+    }
+
+    fn spawn(name: &str, args: &[&str], log_dir: &Path, ready: &str, env: &[(&str, &str)]) -> Proc {
         let stderr_path = log_dir.join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -57,6 +66,7 @@ impl Proc {
         let mut child = Command::new(binary())
             .args(args)
             .env("RUST_LOG", "info,h2=warn,hyper=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -353,6 +363,20 @@ impl ProcCluster {
         }
     }
 
+    /// SIGKILLs meta and starts it again on its data and its address
+    /// (datanodes, gateway and mounts reconnect to it there).
+    pub fn restart_meta(&mut self, env: &[(&str, &str)]) {
+        let addr = self.meta.addr.clone();
+        self.meta.kill9();
+        self.meta = start_meta_at(
+            self.dir.path(),
+            &self.secret_file,
+            &self.settings,
+            &addr,
+            env,
+        );
+    }
+
     /// SIGKILLs every process and starts them all again on their data.
     pub fn restart_all(&mut self) {
         self.kill_gateway();
@@ -369,18 +393,28 @@ impl ProcCluster {
 }
 
 fn start_meta(dir: &Path, secret: &Path, settings: &[String]) -> Proc {
+    start_meta_at(dir, secret, settings, "127.0.0.1:0", &[])
+}
+
+fn start_meta_at(
+    dir: &Path,
+    secret: &Path,
+    settings: &[String],
+    listen: &str,
+    env: &[(&str, &str)],
+) -> Proc {
     let data = dir.join("meta");
     let mut args: Vec<&str> = vec![
         "meta",
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--data",
         data.to_str().expect("utf-8"),
         "--secret-file",
         secret.to_str().expect("utf-8"),
     ];
     args.extend(settings.iter().map(String::as_str));
-    Proc::start("meta", &args, dir)
+    Proc::start_env("meta", &args, dir, env)
 }
 
 /// Flags for the default settings: R=2, W=2, Q=1.

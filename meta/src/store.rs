@@ -37,6 +37,16 @@ type Job = (
 /// Lazy changes become durable within this long (a durable commit follows).
 pub const LAZY_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// [`LAZY_WINDOW`], or `TESSERA_META_LAZY_WINDOW_MS` (crash tests stretch
+/// it, so that only an explicit sync can have made a change durable).
+fn lazy_window() -> std::time::Duration {
+    std::env::var("TESSERA_META_LAZY_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(LAZY_WINDOW)
+}
+
 /// Events kept for the change feed; a watcher further behind is told it
 /// lost some.
 const FEED_CAPACITY: usize = 65_536;
@@ -268,11 +278,12 @@ impl MetaStore {
         .map_err(storage)?;
         // Makes lazy changes durable soon after they were committed.
         if let Some(weak) = writer.weak() {
+            let window = lazy_window();
             std::thread::Builder::new()
                 .name("meta-syncer".into())
                 .spawn(move || {
                     loop {
-                        std::thread::sleep(LAZY_WINDOW / 2);
+                        std::thread::sleep(window / 2);
                         if !pending.swap(false, Ordering::AcqRel) {
                             if weak.strong_count() == 0 {
                                 return;

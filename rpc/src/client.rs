@@ -109,8 +109,9 @@ impl<S: Service> Client<S> {
     ) -> Result<(S::Response, Bytes), Error> {
         let head = Bytes::from(codec::encode(req));
         if let Some(handler) = crate::local::find(&self.peer) {
-            let frame = crate::local::join(head, payload);
-            return match tokio::time::timeout(self.timeout, self.call_local(handler, frame)).await {
+            let payload = crate::local::join(payload);
+            let call = self.call_local(handler, head, payload);
+            return match tokio::time::timeout(self.timeout, call).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::Timeout {
                     peer: self.peer.to_string(),
@@ -132,10 +133,12 @@ impl<S: Service> Client<S> {
     async fn call_local(
         &self,
         handler: crate::local::Handler,
-        frame: Bytes,
+        head: Bytes,
+        payload: Bytes,
     ) -> Result<(S::Response, Bytes), Error> {
         let peer = || self.peer.to_string();
-        let reply = tokio::spawn(handler(frame, self.transport.secret.expose()))
+        let call = handler(head, payload, self.transport.secret.expose());
+        let (head, payload) = tokio::spawn(call)
             .await
             .map_err(|e| Error::Connect {
                 peer: peer(),
@@ -148,10 +151,18 @@ impl<S: Service> Client<S> {
                     message,
                 },
             })?;
-        codec::decode_frame(reply).map_err(|message| Error::Decode {
-            peer: peer(),
-            message,
-        })
+        let (response, rest) =
+            codec::decode_frame::<S::Response>(head).map_err(|message| Error::Decode {
+                peer: peer(),
+                message,
+            })?;
+        if !rest.is_empty() {
+            return Err(Error::Decode {
+                peer: peer(),
+                message: "bytes after the response header".into(),
+            });
+        }
+        Ok((response, crate::local::join(payload)))
     }
 
     async fn call_inner(&self, body: Segments) -> Result<(S::Response, Bytes), Error> {

@@ -26,10 +26,13 @@ pub(crate) enum Refused {
     Malformed(String),
 }
 
-type Reply = Pin<Box<dyn Future<Output = Result<Bytes, Refused>> + Send>>;
-/// A served service, type-erased: request frame and the caller's secret
-/// in, response frame out.
-pub(crate) type Handler = Arc<dyn Fn(Bytes, &str) -> Reply + Send + Sync>;
+/// A response: its encoded header, and the payload segments after it.
+type Reply = Pin<Box<dyn Future<Output = Result<(Bytes, Vec<Bytes>), Refused>> + Send>>;
+/// A served service, type-erased: the request's encoded header, its
+/// payload and the caller's secret in, the response out. The frames are
+/// exactly the wire's; header and payload are only not joined into one
+/// buffer (which would copy every payload byte once more).
+pub(crate) type Handler = Arc<dyn Fn(Bytes, Bytes, &str) -> Reply + Send + Sync>;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static SERVICES: LazyLock<RwLock<HashMap<String, Handler>>> = LazyLock::new(Default::default);
@@ -67,17 +70,22 @@ pub(crate) fn register<S: Service>(
     if !ENABLED.load(Ordering::Acquire) {
         return Registration(None);
     }
-    let handler: Handler = Arc::new(move |frame: Bytes, presented: &str| {
+    let handler: Handler = Arc::new(move |head: Bytes, payload: Bytes, presented: &str| {
         let allowed = secret.matches(presented.as_bytes());
         let service = service.clone();
         Box::pin(async move {
             if !allowed {
                 return Err(Refused::Unauthorized);
             }
-            let (request, payload) = codec::decode_frame::<S::Request>(frame)
+            let (request, rest) = codec::decode_frame::<S::Request>(head)
                 .map_err(|e| Refused::Malformed(format!("malformed request: {e}")))?;
+            if !rest.is_empty() {
+                return Err(Refused::Malformed(
+                    "malformed request: bytes after the header".into(),
+                ));
+            }
             let (response, payload) = service.handle(request, payload).await;
-            Ok(join(Bytes::from(codec::encode(&response)), payload))
+            Ok((Bytes::from(codec::encode(&response)), payload))
         })
     });
     SERVICES
@@ -87,16 +95,20 @@ pub(crate) fn register<S: Service>(
     Registration(Some(addr))
 }
 
-/// One buffer of `head` followed by `rest`, as the receiving end of the
-/// wire sees a body.
-pub(crate) fn join(head: Bytes, rest: impl IntoIterator<Item = Bytes>) -> Bytes {
-    let rest: Vec<Bytes> = rest.into_iter().collect();
-    if rest.iter().all(|b| b.is_empty()) {
-        return head;
-    }
-    let mut out = BytesMut::with_capacity(head.len() + rest.iter().map(Bytes::len).sum::<usize>());
-    out.extend_from_slice(&head);
-    for b in rest {
+/// Payload segments as the receiving end of the wire sees them: one
+/// buffer (copied only when there are several).
+pub(crate) fn join(segments: Vec<Bytes>) -> Bytes {
+    let mut full = segments.into_iter().filter(|b| !b.is_empty());
+    let Some(first) = full.next() else {
+        return Bytes::new();
+    };
+    let Some(second) = full.next() else {
+        return first;
+    };
+    let rest: Vec<Bytes> = full.collect();
+    let len = first.len() + second.len() + rest.iter().map(Bytes::len).sum::<usize>();
+    let mut out = BytesMut::with_capacity(len);
+    for b in [first, second].into_iter().chain(rest) {
         out.extend_from_slice(&b);
     }
     out.freeze()
