@@ -52,9 +52,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Blocks read with one node leading (see [`BlockIo::read`]).
-const READ_TURN: u64 = 8192;
-
 #[derive(Clone)]
 pub struct BlockIo {
     pub(crate) ring: Arc<RingCache>,
@@ -298,18 +295,6 @@ impl BlockIo {
         let r = view.settings.replicas.min(object.width);
         let q = view.settings.read_quorum.min(r);
         let mut states: Vec<ReadState> = (0..n).map(|_| ReadState::default()).collect();
-        // A datanode keeps the blocks it holds of an object together (its
-        // first and second copies alike), so a range is read best from
-        // one node all it holds of it, and from the next what that one
-        // lacks: less is read from disk than asking every block's first
-        // copy. Which node leads turns with the range, to share the load.
-        let width = object.width.max(1);
-        let lead = ((range.start / READ_TURN) % width as u64) as u32;
-        let first_try = |index: u64| {
-            (0..r)
-                .min_by_key(|k| (placement::slot(object, index, *k) + width - lead) % width)
-                .unwrap_or(0)
-        };
         let mut refreshed = false;
         loop {
             // Per slot and replica role, the blocks to ask for.
@@ -321,7 +306,7 @@ impl BlockIo {
                 let next = if st.has_copy(q) || st.is_hole(q, r) {
                     Vec::new()
                 } else {
-                    st.next_replicas_from(q, r, first_try(range.start + i as u64))
+                    st.next_replicas(q, r)
                 };
                 if next.is_empty() {
                     st.done = true;

@@ -157,20 +157,12 @@ impl ReadState {
     /// The replicas to ask next (`r` of them in all): enough to reach Q,
     /// or one more when Q answered without a valid copy.
     pub fn next_replicas(&self, q: u32, r: u32) -> Vec<u32> {
-        self.next_replicas_from(q, r, 0)
-    }
-
-    /// [`ReadState::next_replicas`], trying replica `first` before the
-    /// others (then `first + 1`, ... wrapping).
-    pub fn next_replicas_from(&self, q: u32, r: u32, first: u32) -> Vec<u32> {
         let need = if self.answers < q {
             q - self.answers
         } else {
             1
         };
-        let first = first.min(r);
-        (first..r)
-            .chain(0..first)
+        (0..r)
             .filter(|k| self.tried & (1 << k) == 0)
             .take(need as usize)
             .collect()
@@ -279,7 +271,6 @@ mod tests {
         st.answer(1, Seen::Corrupt, None);
         assert!(!st.is_hole(1, 2) && !st.has_copy(1));
         assert!(st.next_replicas(1, 2).is_empty());
-        assert!(st.next_replicas_from(1, 2, 1).is_empty());
 
         // Q=2: two answers needed; the highest generation wins and the
         // stale one is repaired.
