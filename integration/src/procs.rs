@@ -17,8 +17,12 @@ pub fn binary() -> PathBuf {
     let bin = dir.join("tessera");
     BUILD.call_once(|| {
         let release = dir.file_name().is_some_and(|n| n == "release");
+        // The same targets as `cargo test --workspace`, so the same
+        // features: after that command this is a no-op, where `-p tessera`
+        // alone would build every crate again with other features (twice
+        // the time and the disk).
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "tessera", "--bin", "tessera"]);
+        cmd.args(["build", "--workspace", "--bins", "--tests"]);
         if release {
             cmd.arg("--release");
         }

@@ -138,13 +138,18 @@ impl<S: Service> Client<S> {
     ) -> Result<(S::Response, Bytes), Error> {
         let peer = || self.peer.to_string();
         let call = handler(head, payload, self.transport.secret.expose());
-        let (head, payload) = tokio::spawn(call)
-            .await
-            .map_err(|e| Error::Connect {
+        // In a task of its own, so that calls made together run in
+        // parallel; in place on a thread that drives one request to its end
+        // (a FUSE request thread), where a task would only add two wake-ups.
+        let answer = if crate::may_block_here() {
+            call.await
+        } else {
+            tokio::spawn(call).await.map_err(|e| Error::Connect {
                 peer: peer(),
                 message: format!("call failed: {e}"),
             })?
-            .map_err(|refused| match refused {
+        };
+        let (head, payload) = answer.map_err(|refused| match refused {
                 crate::local::Refused::Unauthorized => Error::Unauthorized { peer: peer() },
                 crate::local::Refused::Malformed(message) => Error::BadRequest {
                     peer: peer(),

@@ -39,13 +39,36 @@ pub const SECRET_HEADER: &str = "x-tessera-secret";
 /// Largest request or response body accepted on the wire (256 MiB).
 pub const MAX_BODY: usize = 256 << 20;
 
+thread_local! {
+    static MAY_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that may block: a thread of its own
+/// that drives futures with `Handle::block_on` (a FUSE request thread),
+/// never a runtime worker. [`blocking`] work then runs on it in place,
+/// instead of being handed to another thread and handed back (two
+/// wake-ups, which cost more than a small redb transaction).
+pub fn allow_blocking_here() {
+    MAY_BLOCK.with(|m| m.set(true));
+}
+
+/// Whether the calling thread was marked by [`allow_blocking_here`].
+pub fn may_block_here() -> bool {
+    MAY_BLOCK.with(|m| m.get())
+}
+
 /// Runs blocking work (redb transactions, large hashes, `std::fs`) off the
-/// async runtime. A panic in `f` is re-raised in the caller.
+/// async runtime: on the blocking pool, or in place on a thread that may
+/// block ([`allow_blocking_here`]). A panic in `f` is re-raised in the
+/// caller.
 pub async fn blocking<F, R>(f: F) -> R
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    if may_block_here() {
+        return f();
+    }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

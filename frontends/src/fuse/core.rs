@@ -1088,6 +1088,24 @@ impl Mount {
         data: &[u8],
         pid: u32,
     ) -> Result<u32> {
+        if self.buffer_write(fh, offset, data)? {
+            self.wait_for_room(fh, pid).await?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// A writer that [`Mount::buffer_write`] told to wait: returns once the
+    /// file's writes are sent.
+    pub async fn wait_for_room(self: &Arc<Self>, fh: u64, pid: u32) -> Result<()> {
+        let file = self.handle(fh)?;
+        self.flush(&file, pid).await
+    }
+
+    /// Takes a write into the file's buffer, starting a background flush
+    /// past [`FLUSH_AT`]. `Ok(true)`: the buffer holds more than
+    /// [`HOLD_AT`], and the writer must [`Mount::wait_for_room`] before it
+    /// is answered. Needs the runtime's context (it may spawn).
+    pub fn buffer_write(self: &Arc<Self>, fh: u64, offset: u64, data: &[u8]) -> Result<bool> {
         let file = self.handle(fh)?;
         offset
             .checked_add(data.len() as u64)
@@ -1099,8 +1117,9 @@ impl Mount {
             s.buf.bytes()
         };
         if held >= HOLD_AT {
-            self.flush(&file, pid).await?;
-        } else if held >= FLUSH_AT && file.flushing.try_lock().is_ok() {
+            return Ok(true);
+        }
+        if held >= FLUSH_AT && file.flushing.try_lock().is_ok() {
             let m = self.clone();
             let f = file.clone();
             tokio::spawn(async move {
@@ -1109,7 +1128,7 @@ impl Mount {
                 }
             });
         }
-        Ok(data.len() as u32)
+        Ok(false)
     }
 
     /// Sends the file's buffered writes; returns once W replicas hold them.

@@ -97,7 +97,10 @@ pub async fn mount(fs: Fs, mountpoint: &Path) -> Result<Mounted> {
     ];
     // Every user of the machine may use it; the kernel checks permissions.
     config.acl = SessionACL::All;
-    config.n_threads = Some(2);
+    // Requests answered by meta alone run on these threads (see
+    // `FuseFs::inline`): enough of them that a few waiting on meta leave
+    // others free.
+    config.n_threads = Some(4);
     let fuse = ops::FuseFs {
         mount: mount.clone(),
         rt: tokio::runtime::Handle::current(),

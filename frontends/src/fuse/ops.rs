@@ -35,13 +35,30 @@ pub struct FuseFs {
 }
 
 impl FuseFs {
-    /// Runs `f` on the runtime with the mount.
+    /// Runs `f` on the runtime with the mount: for requests that may wait
+    /// long (data that waits for datanodes, locks that wait for a holder).
     fn spawn<F, Fut>(&self, f: F)
     where
         F: FnOnce(Arc<Mount>) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         self.rt.spawn(f(self.mount.clone()));
+    }
+
+    /// Runs `f` to its end on this fuser thread: for requests answered by
+    /// meta alone, which wait at most one meta call's timeout. Inside
+    /// `tessera up` the call to meta then runs here end to end (redb reads
+    /// too, see [`tessera_rpc::allow_blocking_here`]), with no hand-off to a
+    /// runtime worker and back: on this machine each wake-up of a sleeping
+    /// thread costs about as much as meta's work for a create. The mount
+    /// has several fuser threads, so one waiting on meta stalls nothing else.
+    fn inline<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Mount>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        tessera_rpc::allow_blocking_here();
+        self.rt.block_on(f(self.mount.clone()));
     }
 }
 
@@ -87,7 +104,7 @@ impl fuser::Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         }
         let name = owned(name);
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.lookup(parent.0, &name).await {
                 Ok((i, size)) => entry(&m, reply, &i, size),
                 Err(e) => reply.error(e),
@@ -104,7 +121,7 @@ impl fuser::Filesystem for FuseFs {
         if let Some(d) = self.mount.dircache.attr(ino.0) {
             return reply.attr(&self.mount.ttl(), &file_attr(&d, d.size));
         }
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.getattr(ino.0).await {
                 Ok((i, size)) => reply.attr(&m.ttl(), &file_attr(&i, size)),
                 Err(e) => reply.error(e),
@@ -136,7 +153,7 @@ impl fuser::Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         }
         let pid = req.pid();
-        self.spawn(move |m| async move {
+        let job = move |m: Arc<Mount>| async move {
             let r = m
                 .setattr(
                     ino.0,
@@ -153,11 +170,17 @@ impl fuser::Filesystem for FuseFs {
                 Ok((i, size)) => reply.attr(&m.ttl(), &file_attr(&i, size)),
                 Err(e) => reply.error(e),
             }
-        });
+        };
+        // A truncate sends data first; the rest is meta's alone.
+        if size.is_some() {
+            self.spawn(job)
+        } else {
+            self.inline(job)
+        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
                 Err(e) => reply.error(e),
@@ -176,7 +199,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let (name, who) = (owned(name), (req.uid(), req.gid()));
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.mknod(parent.0, &name, mode, rdev, who).await {
                 Ok(i) => entry(&m, reply, &i, i.size),
                 Err(e) => reply.error(e),
@@ -194,7 +217,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let (name, uid, gid) = (owned(name), req.uid(), req.gid());
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m
                 .make(parent.0, &name, FileKind::Dir, mode, uid, gid, None, true)
                 .await
@@ -207,7 +230,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = owned(name);
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -217,7 +240,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = owned(name);
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -238,7 +261,7 @@ impl fuser::Filesystem for FuseFs {
             target.to_path_buf(),
             (req.uid(), req.gid()),
         );
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.symlink(parent.0, &name, &target, who).await {
                 Ok(i) => entry(&m, reply, &i, i.size),
                 Err(e) => reply.error(e),
@@ -257,7 +280,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (owned(name), owned(newname));
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m
                 .rename((parent.0, &name), (newparent.0, &newname), flags)
                 .await
@@ -277,7 +300,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let newname = owned(newname);
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.link(ino.0, newparent.0, &newname).await {
                 Ok((i, size)) => entry(&m, reply, &i, size),
                 Err(e) => reply.error(e),
@@ -286,7 +309,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.open(ino.0, flags.0).await {
                 Ok((fh, keep)) => {
                     let f = if keep {
@@ -333,13 +356,22 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let (pid, data) = (req.pid(), data.to_vec());
-        self.spawn(move |m| async move {
-            match m.write(fh.0, offset, &data, pid).await {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(e),
-            }
-        });
+        // Taken into the file's buffer here, straight from fuser's; only a
+        // writer that must wait for room (too much held) waits on the
+        // runtime.
+        let pid = req.pid();
+        let _rt = self.rt.enter();
+        let n = data.len() as u32;
+        match self.mount.buffer_write(fh.0, offset, data) {
+            Err(e) => reply.error(e),
+            Ok(false) => reply.written(n),
+            Ok(true) => self.spawn(move |m| async move {
+                match m.wait_for_room(fh.0, pid).await {
+                    Ok(()) => reply.written(n),
+                    Err(e) => reply.error(e),
+                }
+            }),
+        }
     }
 
     fn flush(
@@ -417,7 +449,7 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             let (dir, entries) = match m.listing(fh.0, offset).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(e),
@@ -458,7 +490,7 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             let (dir, entries) = match m.listing(fh.0, offset).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(e),
@@ -537,6 +569,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Asks every datanode: spawned, as one may be slow to answer.
         self.spawn(move |m| async move {
             let (used, available, files) = m.statfs().await;
             const BS: u64 = 4096;
@@ -568,7 +601,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let (name, value, uid) = (owned(name), value.to_vec(), req.uid());
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.setxattr(ino.0, &name, &value, flags, uid).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -582,7 +615,7 @@ impl fuser::Filesystem for FuseFs {
             return reply.error(e);
         }
         let (name, uid) = (owned(name), req.uid());
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.getxattr(ino.0, &name, uid).await {
                 Ok(v) => answer_xattr(reply, &v, size),
                 Err(e) => reply.error(e),
@@ -592,7 +625,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let uid = req.uid();
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.listxattr(ino.0, uid).await {
                 Ok(v) => answer_xattr(reply, &v, size),
                 Err(e) => reply.error(e),
@@ -602,7 +635,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (name, uid) = (owned(name), req.uid());
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.removexattr(ino.0, &name, uid).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -626,7 +659,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyCreate,
     ) {
         let (name, who) = (owned(name), (req.uid(), req.gid()));
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.create(parent.0, &name, mode, flags, who).await {
                 Ok((i, fh)) => {
                     m.introduce(&i, i.size);
@@ -655,7 +688,7 @@ impl fuser::Filesystem for FuseFs {
         pid: u32,
         reply: ReplyLock,
     ) {
-        self.spawn(move |m| async move {
+        self.inline(move |m| async move {
             match m.getlk(ino.0, lock_owner.0, (start, end), typ, pid).await {
                 Ok((s, e, t, p)) => reply.locked(s, e, t, p),
                 Err(e) => reply.error(e),
