@@ -452,6 +452,56 @@ fn permissions_hold_for_an_unprivileged_user() {
     assert!(!ok && err.contains("Permission denied"), "{err}");
 }
 
+/// Writes, truncates and chowns drop set-ID bits as on ext4 (the mount
+/// does it: the kernel leaves it to FUSE_HANDLE_KILLPRIV_V2 servers), and
+/// the same script on a local directory gives the same answer.
+#[test]
+fn set_id_bits_are_dropped_as_on_ext4() {
+    let c = FuseCluster::start(3, settings());
+    let m = c.path(0);
+    let local = tempfile::tempdir().unwrap();
+    fs::set_permissions(local.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&m, fs::Permissions::from_mode(0o777)).unwrap();
+    let run = |dir: &Path| {
+        sh(
+            dir,
+            "touch a b c d e f g h i && chown 65534 a b c d e h i && chown 65534:65534 f \\
+             && chmod 6777 a b c i && chmod 6767 d e f g && chmod 2755 h",
+        );
+        // As nobody, in no group but its own.
+        let (ok, _, err) = sh_as(
+            dir,
+            Some(65534),
+            "echo hi >> a && truncate -s 1 b && echo x >> d && echo x >> f",
+        );
+        assert!(ok, "{err}");
+        // As root, who keeps the bits through writes and truncates.
+        sh(
+            dir,
+            "chown 0 c && chown 0:0 g && echo x >> i && truncate -s 0 h \
+             && stat -c '%n %a %u:%g %s' a b c d e f g h i",
+        )
+    };
+    let here = run(&m);
+    assert_eq!(
+        here,
+        "a 777 65534:0 3\n\
+         b 777 65534:0 1\n\
+         c 777 0:0 0\n\
+         d 767 65534:0 2\n\
+         e 6767 65534:0 0\n\
+         f 2767 65534:65534 2\n\
+         g 2767 0:0 0\n\
+         h 2755 65534:0 0\n\
+         i 6777 65534:0 2\n"
+    );
+    assert_eq!(
+        here,
+        run(local.path()),
+        "the mount and a local directory differ"
+    );
+}
+
 #[test]
 fn errors_are_those_of_linux() {
     let c = FuseCluster::start(3, settings());

@@ -150,12 +150,12 @@ impl<S: Service> Client<S> {
             })?
         };
         let (head, payload) = answer.map_err(|refused| match refused {
-                crate::local::Refused::Unauthorized => Error::Unauthorized { peer: peer() },
-                crate::local::Refused::Malformed(message) => Error::BadRequest {
-                    peer: peer(),
-                    message,
-                },
-            })?;
+            crate::local::Refused::Unauthorized => Error::Unauthorized { peer: peer() },
+            crate::local::Refused::Malformed(message) => Error::BadRequest {
+                peer: peer(),
+                message,
+            },
+        })?;
         let (response, rest) =
             codec::decode_frame::<S::Response>(head).map_err(|message| Error::Decode {
                 peer: peer(),

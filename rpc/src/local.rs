@@ -84,7 +84,7 @@ pub(crate) fn register<S: Service>(
                     "malformed request: bytes after the header".into(),
                 ));
             }
-            let (response, payload) = service.handle(request, payload).await;
+            let (response, payload) = service.handle_local(request, payload).await;
             Ok((Bytes::from(codec::encode(&response)), payload))
         })
     });

@@ -41,6 +41,19 @@ pub trait Service: Send + Sync + 'static {
         req: Self::Request,
         payload: Bytes,
     ) -> impl Future<Output = (Self::Response, Payload)> + Send;
+
+    /// [`Service::handle`] for a caller in this process ([`crate::local`]):
+    /// the payload is the caller's own memory, handed over, not bytes that
+    /// crossed a wire. The same as `handle` unless a service has checks
+    /// that only a transfer needs (a datanode's checksums of received
+    /// blocks).
+    fn handle_local(
+        &self,
+        req: Self::Request,
+        payload: Bytes,
+    ) -> impl Future<Output = (Self::Response, Payload)> + Send {
+        self.handle(req, payload)
+    }
 }
 
 /// HTTP/2 settings shared by server and client: large windows so that batch

@@ -25,6 +25,14 @@ impl Service for Echo {
             vec![payload.clone(), payload],
         )
     }
+
+    /// Tells the caller it was called in the process (n 7 only).
+    async fn handle_local(&self, req: Self::Request, payload: Bytes) -> (Self::Response, Payload) {
+        if req.0 == 7 {
+            return (Err("local".into()), vec![]);
+        }
+        self.handle(req, payload).await
+    }
 }
 
 /// Serves `Echo` on a runtime of its own, which then freezes (its only
@@ -53,6 +61,34 @@ fn start_frozen(secret: &'static str) -> (String, std::sync::mpsc::Sender<()>) {
     (addr_rx.recv().unwrap(), thaw_tx)
 }
 
+/// Serves `Echo` on a runtime of its own that keeps answering; started
+/// before local calls are enabled, it is reached over its socket only.
+fn start_open(secret: &'static str) -> (String, std::sync::mpsc::Sender<()>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx
+                .send(listener.local_addr().unwrap().to_string())
+                .unwrap();
+            let secret = Secret::new(secret).unwrap();
+            let stopped = tokio::task::spawn_blocking(move || {
+                let _ = stop_rx.recv();
+            });
+            serve(listener, secret, Arc::new(Echo), async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+    });
+    (addr_rx.recv().unwrap(), stop_tx)
+}
+
 /// One test: enabling is for the whole process, and the first part needs
 /// it off.
 #[tokio::test]
@@ -65,6 +101,10 @@ async fn calls_in_the_process_skip_the_socket_and_answer_as_the_wire_does() {
         c.call(&(1, vec![])).await,
         Err(Error::Timeout { .. })
     ));
+    // Over a socket, `handle` answers.
+    let (open_addr, _open_thaw) = start_open("the-right-secret-123");
+    let over_socket = t.client::<Echo>(&open_addr, Duration::from_secs(5));
+    assert_eq!(over_socket.call(&(7, vec![])).await.unwrap(), Ok((14, 0)));
 
     tessera_rpc::local::enable();
     let (addr, _thaw) = start_frozen("the-right-secret-123");
@@ -74,6 +114,8 @@ async fn calls_in_the_process_skip_the_socket_and_answer_as_the_wire_does() {
         .call_with(&(3, vec![1, 2]), vec![a.clone(), Bytes::new()])
         .await
         .unwrap();
+    // In the process, `handle_local` does.
+    assert_eq!(c.call(&(7, vec![])).await.unwrap(), Err("local".into()));
     assert_eq!(resp, Ok((6, 2 + a.len())));
     assert!(back.len() == 2 * a.len() && back[..a.len()] == a[..] && back[a.len()..] == a[..]);
 

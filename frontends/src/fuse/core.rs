@@ -694,8 +694,24 @@ impl Mount {
         size: Option<u64>,
         atime: Option<i64>,
         mtime: Option<i64>,
-        pid: u32,
+        who: Caller,
     ) -> Result<(Inode, u64)> {
+        let pid = who.pid;
+        // The kernel leaves set-ID bits to the mount (FUSE_HANDLE_KILLPRIV_V2,
+        // see `ops.rs`): a chown of a non-directory drops them, and so does
+        // a truncate by a process without CAP_FSETID, as on ext4.
+        let chown = uid.is_some() || gid.is_some();
+        let mut mode = mode;
+        if chown || (size.is_some() && !who.has_fsetid()) {
+            let (cur, _) = self.attr_of(ino).await?;
+            if cur.kind != FileKind::Dir && (chown || cur.kind == FileKind::File) {
+                let base = mode.unwrap_or(cur.mode);
+                let killed = without_set_id(base, who.in_group_or_capable(cur.gid));
+                if killed != base || mode.is_some() {
+                    mode = Some(killed);
+                }
+            }
+        }
         let mut inode = None;
         if let Some(size) = size {
             if size > MAX_FILE_SIZE {
@@ -1351,8 +1367,9 @@ impl Mount {
         offset: u64,
         length: u64,
         mode: i32,
-        pid: u32,
+        who: Caller,
     ) -> Result<()> {
+        let pid = who.pid;
         let file = self.handle(fh)?;
         let end = offset
             .checked_add(length)
@@ -1380,9 +1397,50 @@ impl Mount {
             self.flush(&file, pid).await?;
         }
         if !keep && end > size {
-            self.setattr(file.ino, None, None, None, Some(end), None, None, pid)
+            self.setattr(file.ino, None, None, None, Some(end), None, None, who)
                 .await?;
+        } else if !keep {
+            self.kill_set_id(file.ino, who).await?;
         }
+        Ok(())
+    }
+
+    /// A write by `(pid, uid)` that the kernel did not send as a write (a
+    /// copy, an allocation): set-ID bits go as a write would take them.
+    async fn kill_set_id(&self, ino: u64, who: Caller) -> Result<()> {
+        if who.has_fsetid() {
+            return Ok(());
+        }
+        self.drop_set_id(ino, who).await
+    }
+
+    /// Makes the kernel ask for `ino`'s attributes again (a change it did
+    /// not make itself, such as set-ID bits a write dropped).
+    pub async fn forget_attributes(&self, ino: u64) {
+        let Some(n) = self.notifier.get().cloned() else {
+            return;
+        };
+        // A negative offset: attributes only, no page is touched.
+        let _ =
+            tokio::task::spawn_blocking(move || n.inval_inode(fuser::INodeNo(ino), -1, 0)).await;
+    }
+
+    /// Drops the file's set-ID bits as a write by `who` does (a write the
+    /// kernel flagged FUSE_WRITE_KILL_SUIDGID, leaving this to the mount).
+    pub async fn drop_set_id(&self, ino: u64, who: Caller) -> Result<()> {
+        let (cur, _) = self.attr_of(ino).await?;
+        let killed = without_set_id(cur.mode, who.in_group_or_capable(cur.gid));
+        if killed == cur.mode || cur.kind != FileKind::File {
+            return Ok(());
+        }
+        let epoch = self.dircache.epoch();
+        let attr = SetAttr {
+            mode: Some(killed & 0o7777),
+            ..SetAttr::default()
+        };
+        let i = self.fs.setattr(ino, attr).await.map_err(err)?;
+        self.dircache.answered(&i, epoch);
+        self.settle(&i);
         Ok(())
     }
 
@@ -1405,14 +1463,17 @@ impl Mount {
         (fh_in, offset_in): (u64, u64),
         (fh_out, offset_out): (u64, u64),
         len: u64,
-        pid: u32,
+        who: Caller,
     ) -> Result<u32> {
+        let pid = who.pid;
         let len = len.min(WRITE_CHUNK as u64) as u32;
         let data = self.read(fh_in, offset_in, len, pid).await?;
         if data.is_empty() {
             return Ok(0);
         }
-        self.write(fh_out, offset_out, &data, pid).await
+        let n = self.write(fh_out, offset_out, &data, pid).await?;
+        self.kill_set_id(self.handle(fh_out)?.ino, who).await?;
+        Ok(n)
     }
 
     /// Ends the session: every handle is closed and flushed.
@@ -1503,6 +1564,60 @@ pub fn check_xattr_name(name: &OsStr, uid: u32) -> Result<&[u8]> {
     } else {
         // security.*, system.* (ACLs) and unknown namespaces.
         Err(Errno::EOPNOTSUPP)
+    }
+}
+
+/// `mode` as a write, truncate or chown leaves it, as Linux's own file
+/// systems do: no set-user-ID bit; no set-group-ID bit where the group may
+/// execute, or where the caller is neither in the file's group nor holds
+/// CAP_FSETID (without group execute the bit marks mandatory locking, and
+/// a member of the group keeps it).
+pub fn without_set_id(mode: u32, in_group_or_capable: bool) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 || !in_group_or_capable {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
+/// The process a request came from, as the kernel names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    fn status(&self) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()
+    }
+
+    /// Holds CAP_FSETID (keeps set-ID bits through its own writes and
+    /// truncates); when /proc cannot say, whether it is root.
+    pub fn has_fsetid(&self) -> bool {
+        const CAP_FSETID: u32 = 4;
+        self.status()
+            .and_then(|s| {
+                let v = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+                u64::from_str_radix(v.trim(), 16).ok()
+            })
+            .map(|caps| caps & (1 << CAP_FSETID) != 0)
+            .unwrap_or(self.uid == 0)
+    }
+
+    /// Is in group `gid` (its own or a supplementary one) or holds
+    /// CAP_FSETID.
+    pub fn in_group_or_capable(&self, gid: u32) -> bool {
+        if self.gid == gid {
+            return true;
+        }
+        let listed = self.status().is_some_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .is_some_and(|v| v.split_whitespace().any(|g| g.parse() == Ok(gid)))
+        });
+        listed || self.has_fsetid()
     }
 }
 
@@ -1608,6 +1723,17 @@ mod tests {
         let _ = child.wait();
         assert!(seen, "SIGTERM pending on a stopped process");
         assert!(!signal_pending(0));
+    }
+
+    #[test]
+    fn set_id_bits_as_linux_drops_them() {
+        // set-user-ID always; set-group-ID with group execute, or for a
+        // caller outside the group; without group execute a member keeps it.
+        assert_eq!(without_set_id(0o6777, true), 0o777);
+        assert_eq!(without_set_id(0o6767, true), 0o2767);
+        assert_eq!(without_set_id(0o6767, false), 0o767);
+        assert_eq!(without_set_id(0o2755, true), 0o755);
+        assert_eq!(without_set_id(0o0644, false), 0o644);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use fuser::{
 use tessera_meta::{FileKind, Inode};
 
 use super::attr::{file_attr, file_type, ns_of};
-use super::core::Mount;
+use super::core::{Caller, Mount};
 
 /// Answers an entry request with `inode`, telling the mount what the
 /// kernel now holds.
@@ -62,6 +62,14 @@ impl FuseFs {
     }
 }
 
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: req.pid(),
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 fn time_ns(t: TimeOrNow) -> i64 {
     match t {
         TimeOrNow::SpecificTime(t) => ns_of(t),
@@ -84,6 +92,11 @@ impl fuser::Filesystem for FuseFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            // Set-ID bits are dropped by the mount (write, truncate,
+            // chown), so the kernel need not ask for security.capability
+            // before every write: otherwise a GETXATTR round trip each,
+            // which made 4 KiB writes 2.5 times slower than 1 MiB ones.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             if config.add_capabilities(cap).is_err() {
                 tracing::info!(?cap, "the kernel does not offer this FUSE capability");
@@ -152,7 +165,7 @@ impl fuser::Filesystem for FuseFs {
         if self.mount.is_gone(ino.0) {
             return reply.error(Errno::ENOENT);
         }
-        let pid = req.pid();
+        let who = caller(req);
         let job = move |m: Arc<Mount>| async move {
             let r = m
                 .setattr(
@@ -163,7 +176,7 @@ impl fuser::Filesystem for FuseFs {
                     size,
                     atime.map(time_ns),
                     mtime.map(time_ns),
-                    pid,
+                    who,
                 )
                 .await;
             match r {
@@ -347,11 +360,11 @@ impl fuser::Filesystem for FuseFs {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -359,14 +372,28 @@ impl fuser::Filesystem for FuseFs {
         // Taken into the file's buffer here, straight from fuser's; only a
         // writer that must wait for room (too much held) waits on the
         // runtime.
-        let pid = req.pid();
+        let (pid, who) = (req.pid(), caller(req));
         let _rt = self.rt.enter();
         let n = data.len() as u32;
+        // A write to a set-ID file by a process without CAP_FSETID: the
+        // kernel sends it through (not cached) and leaves dropping the bits
+        // to the mount (FUSE_HANDLE_KILLPRIV_V2).
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self.mount.buffer_write(fh.0, offset, data) {
             Err(e) => reply.error(e),
-            Ok(false) => reply.written(n),
-            Ok(true) => self.spawn(move |m| async move {
-                match m.wait_for_room(fh.0, pid).await {
+            Ok(false) if !kill => reply.written(n),
+            Ok(wait) => self.spawn(move |m| async move {
+                let r = async {
+                    if wait {
+                        m.wait_for_room(fh.0, pid).await?;
+                    }
+                    if kill {
+                        m.drop_set_id(ino.0, who).await?;
+                        m.forget_attributes(ino.0).await;
+                    }
+                    Ok(())
+                };
+                match r.await {
                     Ok(()) => reply.written(n),
                     Err(e) => reply.error(e),
                 }
@@ -732,9 +759,9 @@ impl fuser::Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let pid = req.pid();
+        let who = caller(req);
         self.spawn(move |m| async move {
-            match m.fallocate(fh.0, offset, length, mode, pid).await {
+            match m.fallocate(fh.0, offset, length, mode, who).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
@@ -771,10 +798,10 @@ impl fuser::Filesystem for FuseFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let pid = req.pid();
+        let who = caller(req);
         self.spawn(move |m| async move {
             match m
-                .copy_file_range((fh_in.0, offset_in), (fh_out.0, offset_out), len, pid)
+                .copy_file_range((fh_in.0, offset_in), (fh_out.0, offset_out), len, who)
                 .await
             {
                 Ok(n) => reply.written(n),
