@@ -108,36 +108,53 @@ pub fn parse_put(payload: &Bytes, roles: &[u8], max: usize) -> Result<Vec<PutIte
     Ok(out)
 }
 
-/// Builds a get batch one result at a time.
+/// Builds a get batch one result at a time, as one buffer: the table (its
+/// room for every result asked for is known at the start, each entry being
+/// of fixed size) at the front, the data after it. Sent as one segment, it
+/// is never joined on the way, not even by a call within the process.
 #[derive(Debug, Default)]
 pub struct GetBatchBuilder {
-    table: Vec<u8>,
-    data: Vec<u8>,
+    buf: Vec<u8>,
+    room: usize,
     count: usize,
+    /// Entries past the room given at the start (a builder told too few).
+    overflow: Vec<u8>,
 }
 
 impl GetBatchBuilder {
     pub fn with_capacity(results: usize) -> Self {
         // The data grows as blocks are found: a request naming many blocks
         // of an object this node lacks costs it no large buffer.
+        let table = results * GET_ENTRY;
+        let mut buf = Vec::with_capacity(table + (results * BLOCK_SIZE).min(1 << 20));
+        buf.resize(table, 0);
         GetBatchBuilder {
-            table: Vec::with_capacity(results * GET_ENTRY),
-            data: Vec::with_capacity((results * BLOCK_SIZE).min(1 << 20)),
+            buf,
+            room: results,
             count: 0,
+            overflow: Vec::new(),
         }
     }
 
     fn entry(&mut self, tag: u8, len: usize, generation: u64, sha256: &[u8; 32]) {
-        self.table.put_u8(tag);
-        self.table.put_u16_le(len as u16);
-        self.table.put_u64_le(generation);
-        self.table.put_slice(sha256);
+        let mut e = [0u8; GET_ENTRY];
+        let mut w = &mut e[..];
+        w.put_u8(tag);
+        w.put_u16_le(len as u16);
+        w.put_u64_le(generation);
+        w.put_slice(sha256);
+        if self.count < self.room {
+            let at = self.count * GET_ENTRY;
+            self.buf[at..at + GET_ENTRY].copy_from_slice(&e);
+        } else {
+            self.overflow.extend_from_slice(&e);
+        }
         self.count += 1;
     }
 
     pub fn found(&mut self, generation: u64, sha256: &[u8; 32], data: &[u8]) {
         self.entry(0, data.len(), generation, sha256);
-        self.data.extend_from_slice(data);
+        self.buf.extend_from_slice(data);
     }
     pub fn missing(&mut self) {
         self.entry(1, 0, 0, &[0; 32]);
@@ -157,9 +174,19 @@ impl GetBatchBuilder {
         self.count == 0
     }
 
-    /// The batch as two segments: table, then data.
+    /// The batch: one segment when it holds as many results as it had room
+    /// for, else the table and the data as two (nothing is copied but the
+    /// table).
     pub fn finish(self) -> Payload {
-        vec![Bytes::from(self.table), Bytes::from(self.data)]
+        if self.count == self.room {
+            return vec![Bytes::from(self.buf)];
+        }
+        let mut all = Bytes::from(self.buf);
+        let data = all.split_off(self.room * GET_ENTRY);
+        let used = self.count.min(self.room) * GET_ENTRY;
+        let mut table = all[..used].to_vec();
+        table.extend_from_slice(&self.overflow);
+        vec![Bytes::from(table), data]
     }
 }
 
@@ -293,5 +320,36 @@ mod tests {
         bad[0] = 9;
         assert!(parse_get(5, Bytes::from(bad)).is_err());
         assert!(parse_get(usize::MAX, payload).is_err());
+    }
+
+    /// A batch with as many results as it had room for is one segment (no
+    /// join on the way); told too few or too many, it still decodes.
+    #[test]
+    fn get_batches_are_one_segment_when_full() {
+        let block = Block::new(2, Bytes::from_static(b"abcd"));
+        let fill = |room: usize, n: usize| {
+            let mut b = GetBatchBuilder::with_capacity(room);
+            for i in 0..n {
+                if i % 2 == 0 {
+                    b.found(block.generation, &block.sha256, &block.data);
+                } else {
+                    b.missing();
+                }
+            }
+            b.finish()
+        };
+        let want = |n: usize| -> Vec<GetResult> {
+            (0..n)
+                .map(|i| match i % 2 {
+                    0 => GetResult::Found(block.clone()),
+                    _ => GetResult::Missing,
+                })
+                .collect()
+        };
+        assert_eq!(fill(3, 3).len(), 1);
+        for (room, n) in [(3, 3), (5, 3), (1, 4), (0, 2), (0, 0)] {
+            let p = fill(room, n);
+            assert_eq!(parse_get(n, join(p)).unwrap(), want(n), "room {room}, {n} results");
+        }
     }
 }
