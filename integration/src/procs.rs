@@ -23,6 +23,29 @@ pub fn binary() -> PathBuf {
         // the time and the disk).
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--workspace", "--bins", "--tests"]);
+        // What cargo sets for a test process only: ring's build script
+        // watches CARGO_MANIFEST_DIR, and a value it did not see before
+        // rebuilds ring and all that depends on it.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let per_package = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref());
+            if per_package {
+                cmd.env_remove(&key);
+            }
+        }
         if release {
             cmd.arg("--release");
         }
