@@ -349,7 +349,11 @@ mod tests {
         assert_eq!(fill(3, 3).len(), 1);
         for (room, n) in [(3, 3), (5, 3), (1, 4), (0, 2), (0, 0)] {
             let p = fill(room, n);
-            assert_eq!(parse_get(n, join(p)).unwrap(), want(n), "room {room}, {n} results");
+            assert_eq!(
+                parse_get(n, join(p)).unwrap(),
+                want(n),
+                "room {room}, {n} results"
+            );
         }
     }
 }

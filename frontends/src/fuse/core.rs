@@ -24,8 +24,10 @@ use tessera_meta::{
 };
 
 use super::attr::errno;
+use super::caller::{Caller, interruptible, without_set_id};
 use super::dircache::DirCache;
 use super::files::WriteBuf;
+use super::readahead::ReadAhead;
 
 pub type Result<T, E = Errno> = std::result::Result<T, E>;
 
@@ -41,7 +43,7 @@ const INODE_TRUST: Duration = Duration::from_secs(1);
 /// followed.
 const KERNEL_TTL: Duration = Duration::from_secs(10);
 
-fn err(e: Error) -> Errno {
+pub(super) fn err(e: Error) -> Errno {
     match &e {
         Error::Unavailable { .. }
         | Error::Corrupt { .. }
@@ -75,90 +77,7 @@ pub struct OpenFile {
     /// A process took a lock on it through this mount: closes release them.
     locked: std::sync::atomic::AtomicBool,
     /// Chunks fetched ahead of a reader reading it in order.
-    ahead: Mutex<ReadAhead>,
-}
-
-/// Size of a chunk read ahead, and how many are kept in flight beyond the
-/// one being read.
-const AHEAD_CHUNK: u64 = 4 << 20;
-const AHEAD_CHUNKS: u64 = 4;
-/// Most bytes all files of a mount hold read ahead at once; past it, reads
-/// in order fetch only what they need.
-const AHEAD_BUDGET: u64 = 256 << 20;
-static AHEAD_HELD: AtomicU64 = AtomicU64::new(0);
-
-type Fetch = futures::future::Shared<
-    std::pin::Pin<Box<dyn Future<Output = std::result::Result<Bytes, Errno>> + Send>>,
->;
-
-/// Read-ahead of one open file: whole chunks of one version of its
-/// content, fetched while the reader consumes the ones before.
-#[derive(Default)]
-struct ReadAhead {
-    /// Where the last read ended; a read starting there is in order.
-    last_end: u64,
-    /// The content the chunks are of (object id, inode version).
-    of: (u64, u64),
-    chunks: std::collections::BTreeMap<u64, (Fetch, tokio::task::AbortHandle)>,
-}
-
-impl ReadAhead {
-    fn drop_chunk(&mut self, index: u64) {
-        if let Some((_, h)) = self.chunks.remove(&index) {
-            h.abort();
-            AHEAD_HELD.fetch_sub(AHEAD_CHUNK, Ordering::Relaxed);
-        }
-    }
-
-    fn clear(&mut self) {
-        let all: Vec<u64> = self.chunks.keys().copied().collect();
-        for i in all {
-            self.drop_chunk(i);
-        }
-    }
-
-    /// Whether a read at `offset` continues the reads before it.
-    fn in_order(&self, offset: u64) -> bool {
-        offset == self.last_end
-            || self
-                .chunks
-                .keys()
-                .next()
-                .is_some_and(|first| offset >= first * AHEAD_CHUNK && offset < self.horizon())
-    }
-
-    fn horizon(&self) -> u64 {
-        self.chunks
-            .keys()
-            .next_back()
-            .map(|l| (l + 1) * AHEAD_CHUNK)
-            .unwrap_or(0)
-    }
-
-    /// Starts fetching chunk `index` of `inode` unless it is here.
-    fn fetch(&mut self, fs: &Fs, inode: &Inode, index: u64) {
-        if self.chunks.contains_key(&index) {
-            return;
-        }
-        let (fs, inode) = (fs.clone(), inode.clone());
-        let task = tokio::spawn(async move {
-            fs.read(&inode, index * AHEAD_CHUNK, AHEAD_CHUNK)
-                .await
-                .map_err(err)
-        });
-        let abort = task.abort_handle();
-        let fetch: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
-            Box::pin(async move { task.await.unwrap_or(Err(Errno::EIO)) });
-        AHEAD_HELD.fetch_add(AHEAD_CHUNK, Ordering::Relaxed);
-        self.chunks
-            .insert(index, (futures::FutureExt::shared(fetch), abort));
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.clear();
-    }
+    pub(super) ahead: Mutex<ReadAhead>,
 }
 
 struct FileState {
@@ -200,7 +119,7 @@ impl OpenFile {
         s.inode.size.max(s.buf.end()).max(s.inflight_end)
     }
 
-    fn has_writes(&self) -> bool {
+    pub(super) fn has_writes(&self) -> bool {
         let s = self.lock();
         !s.buf.is_empty() || s.inflight_end > 0
     }
@@ -377,7 +296,7 @@ impl Mount {
         self.files.lock().expect("files").get(&ino).cloned()
     }
 
-    fn handle(&self, fh: u64) -> Result<Arc<OpenFile>> {
+    pub(super) fn handle(&self, fh: u64) -> Result<Arc<OpenFile>> {
         self.handles
             .lock()
             .expect("handles")
@@ -948,7 +867,7 @@ impl Mount {
     }
 
     /// The file's inode, fetched again unless this mount saw it recently.
-    async fn current_inode(&self, file: &OpenFile) -> Result<Inode> {
+    pub(super) async fn current_inode(&self, file: &OpenFile) -> Result<Inode> {
         {
             let s = file.lock();
             if s.fresh.elapsed() < INODE_TRUST {
@@ -972,107 +891,9 @@ impl Mount {
         }
     }
 
-    pub async fn read(
-        self: &Arc<Self>,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        pid: u32,
-    ) -> Result<Bytes> {
-        let file = self.handle(fh)?;
-        if file.has_writes() {
-            self.flush(&file, pid).await?;
-        }
-        let inode = self.current_inode(&file).await?;
-        self.touch_atime(&file);
-        if let Some(fetches) = self.read_ahead(&file, &inode, offset, size) {
-            let end = (offset + size as u64).min(inode.size);
-            let mut out = Vec::new();
-            let mut ok = true;
-            let whole = fetches.len() == 1;
-            for (index, fetch) in fetches {
-                match fetch.await {
-                    Ok(chunk) => {
-                        let base = index * AHEAD_CHUNK;
-                        let from = (offset.max(base) - base).min(chunk.len() as u64) as usize;
-                        let to = ((end - base).min(chunk.len() as u64) as usize).max(from);
-                        if whole {
-                            // Within one chunk: a slice of it, no copy.
-                            return Ok(chunk.slice(from..to));
-                        }
-                        out.extend_from_slice(&chunk[from..to]);
-                    }
-                    Err(_) => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if ok {
-                return Ok(Bytes::from(out));
-            }
-            // Read again below, which sees a replaced content through.
-            file.ahead.lock().expect("read-ahead").clear();
-        }
-        match self.fs.read(&inode, offset, size as u64).await {
-            Ok(b) => Ok(b),
-            Err(Error::NotFound(_)) => {
-                // The content was replaced under us: read the new one.
-                self.stale(file.ino);
-                let inode = self.current_inode(&file).await?;
-                self.fs.read(&inode, offset, size as u64).await.map_err(err)
-            }
-            Err(e) => Err(err(e)),
-        }
-    }
-
-    /// For a read that continues the ones before it: the chunks holding
-    /// `[offset, offset + size)`, with the following ones set fetching.
-    /// `None` for a read elsewhere (it reads just what it asks).
-    fn read_ahead(
-        &self,
-        file: &OpenFile,
-        inode: &Inode,
-        offset: u64,
-        size: u32,
-    ) -> Option<Vec<(u64, Fetch)>> {
-        let mut ra = file.ahead.lock().expect("read-ahead");
-        let end = (offset + size as u64).min(inode.size);
-        if !ra.in_order(offset) || end <= offset {
-            ra.last_end = offset + size as u64;
-            ra.clear();
-            return None;
-        }
-        ra.last_end = ra.last_end.max(end);
-        if ra.of != (inode.object.id, inode.version) {
-            ra.clear();
-            ra.of = (inode.object.id, inode.version);
-        }
-        let (first, last) = (offset / AHEAD_CHUNK, (end - 1) / AHEAD_CHUNK);
-        let before: Vec<u64> = ra.chunks.range(..first).map(|(i, _)| *i).collect();
-        for i in before {
-            ra.drop_chunk(i);
-        }
-        for i in first..=last {
-            ra.fetch(&self.fs, inode, i);
-        }
-        let chunks = inode.size.div_ceil(AHEAD_CHUNK);
-        for i in last + 1..(last + 1 + AHEAD_CHUNKS).min(chunks) {
-            if AHEAD_HELD.load(Ordering::Relaxed) >= AHEAD_BUDGET {
-                break;
-            }
-            ra.fetch(&self.fs, inode, i);
-        }
-        Some(
-            (first..=last)
-                .map(|i| (i, ra.chunks[&i].0.clone()))
-                .collect(),
-        )
-    }
-
     /// relatime: a read moves the access time if it is not later than
     /// the last change, or a day old (in the background, lazily).
-    fn touch_atime(&self, file: &OpenFile) {
+    pub(super) fn touch_atime(&self, file: &OpenFile) {
         const DAY_NS: i64 = 86_400 * 1_000_000_000;
         let now = now_ns();
         {
@@ -1567,117 +1388,6 @@ pub fn check_xattr_name(name: &OsStr, uid: u32) -> Result<&[u8]> {
     }
 }
 
-/// `mode` as a write, truncate or chown leaves it, as Linux's own file
-/// systems do: no set-user-ID bit; no set-group-ID bit where the group may
-/// execute, or where the caller is neither in the file's group nor holds
-/// CAP_FSETID (without group execute the bit marks mandatory locking, and
-/// a member of the group keeps it).
-pub fn without_set_id(mode: u32, in_group_or_capable: bool) -> u32 {
-    let mut m = mode & !libc::S_ISUID;
-    if mode & libc::S_IXGRP != 0 || !in_group_or_capable {
-        m &= !libc::S_ISGID;
-    }
-    m
-}
-
-/// The process a request came from, as the kernel names it.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Caller {
-    fn status(&self) -> Option<String> {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()
-    }
-
-    /// Holds CAP_FSETID (keeps set-ID bits through its own writes and
-    /// truncates); when /proc cannot say, whether it is root.
-    pub fn has_fsetid(&self) -> bool {
-        const CAP_FSETID: u32 = 4;
-        self.status()
-            .and_then(|s| {
-                let v = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-                u64::from_str_radix(v.trim(), 16).ok()
-            })
-            .map(|caps| caps & (1 << CAP_FSETID) != 0)
-            .unwrap_or(self.uid == 0)
-    }
-
-    /// Is in group `gid` (its own or a supplementary one) or holds
-    /// CAP_FSETID.
-    pub fn in_group_or_capable(&self, gid: u32) -> bool {
-        if self.gid == gid {
-            return true;
-        }
-        let listed = self.status().is_some_and(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .is_some_and(|v| v.split_whitespace().any(|g| g.parse() == Ok(gid)))
-        });
-        listed || self.has_fsetid()
-    }
-}
-
-/// Whether the process (thread) `pid` has a signal pending that it neither
-/// blocks nor ignores, or is exiting (closing its files as it dies: nobody
-/// will see the answer). The kernel does not tell a FUSE server (fuser
-/// ignores FUSE_INTERRUPT), so a long wait looks for itself.
-fn signal_pending(pid: u32) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    const PF_EXITING: u64 = 0x4;
-    let exiting = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1.to_string();
-            after.split_whitespace().nth(6)?.parse::<u64>().ok()
-        })
-        .is_some_and(|flags| flags & PF_EXITING != 0);
-    if exiting {
-        return true;
-    }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
-    let pending = field("SigPnd:") | field("ShdPnd:");
-    let masked = field("SigBlk:") | field("SigIgn:");
-    // SIGKILL can be neither blocked nor ignored.
-    let kill = 1u64 << (libc::SIGKILL - 1);
-    pending & (!masked | kill) != 0
-}
-
-/// Runs `fut`, answering EINTR instead if the calling process gets a signal
-/// while it waits.
-pub async fn interruptible<T>(
-    pid: u32,
-    fut: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::pin!(fut);
-    let start = tokio::time::Instant::now() + Duration::from_millis(100);
-    let mut tick = tokio::time::interval_at(start, Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            r = &mut fut => return r,
-            _ = tick.tick() => {
-                if signal_pending(pid) {
-                    return Err(Errno::EINTR);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1698,42 +1408,6 @@ mod tests {
             check_xattr_name(OsStr::new("user."), 0),
             Err(Errno::EOPNOTSUPP)
         );
-    }
-
-    #[test]
-    fn a_pending_signal_is_seen() {
-        // A stopped process keeps a signal sent to it pending.
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep runs");
-        let pid = child.id();
-        assert!(!signal_pending(pid));
-        unsafe {
-            libc::kill(pid as i32, libc::SIGSTOP);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(!signal_pending(pid));
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let seen = signal_pending(pid);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(seen, "SIGTERM pending on a stopped process");
-        assert!(!signal_pending(0));
-    }
-
-    #[test]
-    fn set_id_bits_as_linux_drops_them() {
-        // set-user-ID always; set-group-ID with group execute, or for a
-        // caller outside the group; without group execute a member keeps it.
-        assert_eq!(without_set_id(0o6777, true), 0o777);
-        assert_eq!(without_set_id(0o6767, true), 0o2767);
-        assert_eq!(without_set_id(0o6767, false), 0o767);
-        assert_eq!(without_set_id(0o2755, true), 0o755);
-        assert_eq!(without_set_id(0o0644, false), 0o644);
     }
 
     #[test]

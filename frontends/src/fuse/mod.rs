@@ -1,18 +1,23 @@
 //! The FUSE front end: `tessera mount` and `tessera up --mount`.
 //!
 //! fuser (no libfuse: as root it mounts with mount(2) itself) hands each
-//! kernel request to [`ops`], which runs it as a task on the Tokio runtime
-//! against [`core::Mount`]. Around the session: a stale mount left by a
+//! kernel request to [`ops`], which answers it against [`core::Mount`]: on
+//! the fuser thread when it needs meta alone or nothing that can wait long,
+//! as a task on the Tokio runtime otherwise. Reads and read-ahead are in
+//! `readahead`; what the kernel says of the calling process (capabilities,
+//! groups, pending signals) in [`caller`]. Around the session: a stale mount left by a
 //! killed process is detached first; meta's change feed invalidates what
 //! the kernel cached of files other clients changed; the mount's session in
 //! meta (its locks, its unlinked-but-open files) is renewed while it runs;
 //! unmounting falls back to a lazy detach when the mount is busy.
 
 pub mod attr;
+pub mod caller;
 pub mod core;
 pub mod dircache;
 pub mod files;
 pub mod ops;
+mod readahead;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

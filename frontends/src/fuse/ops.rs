@@ -16,7 +16,8 @@ use fuser::{
 use tessera_meta::{FileKind, Inode};
 
 use super::attr::{file_attr, file_type, ns_of};
-use super::core::{Caller, Mount};
+use super::caller::Caller;
+use super::core::Mount;
 
 /// Answers an entry request with `inode`, telling the mount what the
 /// kernel now holds.
@@ -349,12 +350,19 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         let pid = req.pid();
-        self.spawn(move |m| async move {
+        let job = move |m: Arc<Mount>| async move {
             match m.read(fh.0, offset, size, pid).await {
                 Ok(b) => reply.data(&b),
                 Err(e) => reply.error(e),
             }
-        });
+        };
+        // A read that waits on nothing but one datanode call, or on
+        // nothing at all (its read-ahead arrived), runs here.
+        if self.mount.read_may_run_here(fh.0, offset, size) {
+            self.inline(job)
+        } else {
+            self.spawn(job)
+        }
     }
 
     fn write(
