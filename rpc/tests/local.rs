@@ -35,35 +35,12 @@ impl Service for Echo {
     }
 }
 
-/// Serves `Echo` on a runtime of its own, which then freezes (its only
-/// thread blocks) until the returned sender is dropped: a call over the
-/// socket can then get no answer, a call in the process still does.
-fn start_frozen(secret: &'static str) -> (String, std::sync::mpsc::Sender<()>) {
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (thaw_tx, thaw_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            let secret = Secret::new(secret).unwrap();
-            tokio::spawn(serve(listener, secret, Arc::new(Echo), async {
-                std::future::pending::<()>().await
-            }));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            addr_tx.send(addr).unwrap();
-            let _ = thaw_rx.recv();
-        });
-    });
-    (addr_rx.recv().unwrap(), thaw_tx)
-}
-
-/// Serves `Echo` on a runtime of its own that keeps answering; started
-/// before local calls are enabled, it is reached over its socket only.
-fn start_open(secret: &'static str) -> (String, std::sync::mpsc::Sender<()>) {
+/// Serves `Echo` on a runtime of its own until the returned sender is
+/// dropped. `frozen`: the runtime's only thread then blocks, so a call over
+/// the socket gets no answer while a call in the process still does;
+/// otherwise it keeps answering (started before local calls are enabled,
+/// it is reached over its socket only).
+fn start_echo(secret: &'static str, frozen: bool) -> (String, std::sync::mpsc::Sender<()>) {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
@@ -73,17 +50,25 @@ fn start_open(secret: &'static str) -> (String, std::sync::mpsc::Sender<()>) {
             .unwrap();
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx
-                .send(listener.local_addr().unwrap().to_string())
-                .unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
             let secret = Secret::new(secret).unwrap();
-            let stopped = tokio::task::spawn_blocking(move || {
+            if frozen {
+                tokio::spawn(serve(listener, secret, Arc::new(Echo), async {
+                    std::future::pending::<()>().await
+                }));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                addr_tx.send(addr).unwrap();
                 let _ = stop_rx.recv();
-            });
-            serve(listener, secret, Arc::new(Echo), async {
-                let _ = stopped.await;
-            })
-            .await
+            } else {
+                addr_tx.send(addr).unwrap();
+                let stopped = tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                });
+                serve(listener, secret, Arc::new(Echo), async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
         });
     });
     (addr_rx.recv().unwrap(), stop_tx)
@@ -94,7 +79,7 @@ fn start_open(secret: &'static str) -> (String, std::sync::mpsc::Sender<()>) {
 #[tokio::test]
 async fn calls_in_the_process_skip_the_socket_and_answer_as_the_wire_does() {
     // Before enabling: over the socket, which the frozen server never answers.
-    let (addr, _thaw) = start_frozen("the-right-secret-123");
+    let (addr, _thaw) = start_echo("the-right-secret-123", true);
     let t = Transport::new(Secret::new("the-right-secret-123").unwrap());
     let c = t.client::<Echo>(&addr, Duration::from_millis(500));
     assert!(matches!(
@@ -102,12 +87,12 @@ async fn calls_in_the_process_skip_the_socket_and_answer_as_the_wire_does() {
         Err(Error::Timeout { .. })
     ));
     // Over a socket, `handle` answers.
-    let (open_addr, _open_thaw) = start_open("the-right-secret-123");
+    let (open_addr, _open_thaw) = start_echo("the-right-secret-123", false);
     let over_socket = t.client::<Echo>(&open_addr, Duration::from_secs(5));
     assert_eq!(over_socket.call(&(7, vec![])).await.unwrap(), Ok((14, 0)));
 
     tessera_rpc::local::enable();
-    let (addr, _thaw) = start_frozen("the-right-secret-123");
+    let (addr, _thaw) = start_echo("the-right-secret-123", true);
     let c = t.client::<Echo>(&addr, Duration::from_secs(5));
     let a = Bytes::from((0..3_000_000u32).map(|i| i as u8).collect::<Vec<u8>>());
     let (resp, back) = c
