@@ -25,6 +25,7 @@
 pub mod api;
 pub mod block;
 pub mod extent;
+mod file;
 pub mod server;
 pub mod store;
 pub mod wire;

@@ -198,9 +198,7 @@ impl DbCell {
     fn reopen(&self) -> Result<Arc<Database>, DatanodeError> {
         let mut slot = self.db.blocking_write();
         drop(Self::take(&mut slot)?);
-        let db = Database::builder()
-            .set_cache_size(self.cache_bytes)
-            .create(&self.path)
+        let db = open_db(&self.path, self.cache_bytes)
             .map_err(|e| storage(format!("reopening {}: {e}", self.path.display())))?;
         tracing::warn!(path = %self.path.display(), "reopened the database after an I/O error");
         let db = Arc::new(db);
@@ -221,6 +219,13 @@ pub struct BlockStore {
     corrupt_reported: Arc<AtomicU64>,
     damaged_puts: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+}
+
+/// Opens (or creates) the redb file at `path` (see [`crate::file`]).
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(crate::file::BlockFile::open(path)?)
 }
 
 fn storage(e: impl std::fmt::Display) -> DatanodeError {
@@ -244,16 +249,13 @@ impl BlockStore {
         let cache_bytes = options.cache_bytes;
         std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let path = dir.join("blocks.redb");
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
-                    "{} is in use by another process (is another tessera running on this directory?)",
-                    path.display()
-                )),
-                e => storage(format!("{}: {e}", path.display())),
-            })?;
+        let db = open_db(&path, cache_bytes).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
+                "{} is in use by another process (is another tessera running on this directory?)",
+                path.display()
+            )),
+            e => storage(format!("{}: {e}", path.display())),
+        })?;
         let tx = db.begin_write().map_err(storage)?;
         let node_id = {
             let tables: Vec<String> = tx
