@@ -115,3 +115,39 @@ impl StorageBackend for BlockFile {
         self.inner.query_lock_range(start, end)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    /// The wrapper keeps redb's file lock (a second open of the file is
+    /// refused) and stores what redb writes through it.
+    #[test]
+    fn redb_through_the_wrapper_locks_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+        let row = vec![7u8; 64 << 10];
+        {
+            let db = redb::Database::builder()
+                .create_with_backend(BlockFile::open(&path).unwrap())
+                .unwrap();
+            let second =
+                redb::Database::builder().create_with_backend(BlockFile::open(&path).unwrap());
+            assert!(
+                matches!(second, Err(redb::DatabaseError::DatabaseAlreadyOpen)),
+                "a second open must be refused: {second:?}"
+            );
+            let tx = db.begin_write().unwrap();
+            tx.open_table(T).unwrap().insert(1, row.as_slice()).unwrap();
+            tx.commit().unwrap();
+        }
+        let db = redb::Database::builder()
+            .create_with_backend(BlockFile::open(&path).unwrap())
+            .unwrap();
+        let tx = db.begin_read().unwrap();
+        let got = tx.open_table(T).unwrap().get(1).unwrap().unwrap();
+        assert_eq!(got.value(), row.as_slice());
+    }
+}
