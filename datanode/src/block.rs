@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Bytes in one block.
 pub const BLOCK_SIZE: usize = 512;
@@ -32,13 +31,26 @@ impl Block {
         }
     }
 
+    /// Blocks over each of `data`, hashed together ([`crate::sha::digest_all`]).
+    pub fn new_all(generation: u64, data: Vec<Bytes>) -> Vec<Block> {
+        let digests = crate::sha::digest_all(data.iter().map(|d| &d[..]));
+        data.into_iter()
+            .zip(digests)
+            .map(|(data, sha256)| Block {
+                generation,
+                sha256,
+                data,
+            })
+            .collect()
+    }
+
     pub fn is_valid(&self) -> bool {
         self.data.len() <= BLOCK_SIZE && sha256(&self.data) == self.sha256
     }
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
+    crate::sha::single(data)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,6 +27,7 @@ pub mod block;
 pub mod extent;
 mod file;
 pub mod server;
+pub mod sha;
 pub mod store;
 pub mod wire;
 

@@ -123,10 +123,12 @@ pub struct GetBatchBuilder {
 
 impl GetBatchBuilder {
     pub fn with_capacity(results: usize) -> Self {
-        // The data grows as blocks are found: a request naming many blocks
-        // of an object this node lacks costs it no large buffer.
+        // Room for the data of up to 4 MiB of found blocks (a sequential
+        // read's batch, without growing and copying); beyond that it grows
+        // as blocks are found, so a request naming many blocks of an object
+        // this node lacks costs it no larger buffer.
         let table = results * GET_ENTRY;
-        let mut buf = Vec::with_capacity(table + (results * BLOCK_SIZE).min(1 << 20));
+        let mut buf = Vec::with_capacity(table + (results * BLOCK_SIZE).min(4 << 20));
         buf.resize(table, 0);
         GetBatchBuilder {
             buf,

@@ -412,10 +412,8 @@ impl Fs {
                     let bytes = group.iter().map(|s| s.data.len()).sum();
                     let first = group[0].index;
                     let blocks = tessera_rpc::compute(bytes, move || {
-                        group
-                            .iter()
-                            .map(|s| Block::new(generation, block_after(s, &data, &old)))
-                            .collect::<Vec<_>>()
+                        let after = group.iter().map(|s| block_after(s, &data, &old));
+                        Block::new_all(generation, after.collect())
                     })
                     .await;
                     engine.io.write(&object, first, blocks).await

@@ -535,13 +535,23 @@ async fn fetch(
     let results = client.get(object, k as u8, indices).await?;
     let bytes = results.len() * BLOCK_SIZE;
     Ok(tessera_rpc::compute(bytes, move || {
-        results
-            .into_iter()
-            .map(|r| {
-                let ok = !matches!(&r, GetResult::Found(b) if !b.is_valid());
-                (r, ok)
+        let found = results.iter().filter_map(|r| match r {
+            GetResult::Found(b) => Some(&b.data[..]),
+            _ => None,
+        });
+        let found: Vec<&[u8]> = found.collect();
+        let mut digests = tessera_datanode::sha::digest_all(found).into_iter();
+        let checks: Vec<bool> = results
+            .iter()
+            .map(|r| match r {
+                GetResult::Found(b) => {
+                    let digest = digests.next();
+                    b.data.len() <= BLOCK_SIZE && digest == Some(b.sha256)
+                }
+                _ => true,
             })
-            .collect::<Vec<_>>()
+            .collect();
+        results.into_iter().zip(checks).collect::<Vec<_>>()
     })
     .await)
 }

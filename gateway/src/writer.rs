@@ -135,10 +135,8 @@ impl ObjectWriter {
         let (engine, object, generation) = (self.engine.clone(), self.object, self.generation);
         self.inflight.push_back(tokio::spawn(async move {
             let blocks = tessera_rpc::compute(chunk.len(), move || {
-                chunk
-                    .chunks(BLOCK_SIZE)
-                    .map(|c| Block::new(generation, chunk.slice_ref(c)))
-                    .collect::<Vec<_>>()
+                let data = chunk.chunks(BLOCK_SIZE).map(|c| chunk.slice_ref(c));
+                Block::new_all(generation, data.collect())
             })
             .await;
             engine.io.write(&object, first, blocks).await

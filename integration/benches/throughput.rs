@@ -9,7 +9,7 @@
 //! 3. Engine: an in-process cluster (3 datanodes, R=2 W=2 Q=1); 1 GiB written
 //!    through `Fs` (streamed, whole-file replace), then read back.
 //! 4. SHA-256 over 512-byte blocks on one core (the read path hashes every
-//!    block once).
+//!    block once), one at a time and in pairs as the engine hashes them.
 //! 5. Gateway memory: the real `tessera gateway` process while a 4 GiB PUT
 //!    streams through it (peak RSS from /proc).
 //!
@@ -127,15 +127,25 @@ async fn extent_store_limit(blocks: u64, r: u32, nodes: u32) -> Duration {
 }
 
 /// SHA-256 of 512-byte blocks on one core, in bytes per second.
-fn sha256_rate() -> f64 {
+/// SHA-256 of 512-byte blocks one at a time (`sha2`) and as the read and
+/// write paths hash them, in pairs ([`tessera_datanode::sha::digest_all`]).
+fn sha256_rates() -> (f64, f64) {
     let data = tessera_integration::data::pseudo_random(5, 64 << 20);
     let start = Instant::now();
     let mut x = 0u8;
     for c in data.chunks(512) {
-        x ^= tessera_datanode::block::sha256(c)[0];
+        x ^= tessera_datanode::sha::single(c)[0];
     }
+    let single = data.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let start = Instant::now();
+    for batch in data.chunks(4 << 20) {
+        for d in tessera_datanode::sha::digest_all(batch.chunks(512)) {
+            x ^= d[0];
+        }
+    }
+    let pairs = data.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
     std::hint::black_box(x);
-    data.len() as f64 / start.elapsed().as_secs_f64() / 1e6
+    (single, pairs)
 }
 
 /// The same placement the engine uses: (slot, block) pairs for R replicas.
@@ -252,30 +262,32 @@ fn main() {
     // The disk here varies a lot from minute to minute: interleave the
     // phases and report medians, so the ratio compares like with like.
     let repeat = env_mib("TESSERA_BENCH_REPEAT", 3).max(1) as usize;
-    let (mut rows, mut extents, mut writes, mut reads, mut shas) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut rows, mut extents, mut writes, mut reads, mut shas, mut pairs) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=repeat {
         let row = mbps(bytes, raw_redb_limit(blocks, 2, 3));
         let extent = mbps(bytes, rt.block_on(extent_store_limit(blocks, 2, 3)));
         let (w, r) = rt.block_on(engine_round(bytes));
         let (w, r) = (mbps(bytes, w), mbps(bytes, r));
-        let sha = sha256_rate();
+        let (sha, pair) = sha256_rates();
         println!(
             "  round {round}: per-block rows {row:6.1}, extent rows {extent:6.1}, engine write {w:6.1}, \
-             read {r:6.1}, sha256 {sha:6.1} MB/s"
+             read {r:6.1}, sha256 {sha:6.1}, in pairs {pair:6.1} MB/s"
         );
         rows.push(row);
         extents.push(extent);
         writes.push(w);
         reads.push(r);
         shas.push(sha);
+        pairs.push(pair);
     }
-    let (row, extent, wm, rm, sha) = (
+    let (row, extent, wm, rm, sha, pair) = (
         median(&mut rows),
         median(&mut extents),
         median(&mut writes),
         median(&mut reads),
         median(&mut shas),
+        median(&mut pairs),
     );
     println!("  median of {repeat} (MB/s of file data):");
     println!(
@@ -296,6 +308,10 @@ fn main() {
         rm / sha
     );
     println!("  SHA-256 of 512-byte blocks, one core:                                {sha:7.1}");
+    println!(
+        "  SHA-256 of 512-byte blocks in pairs (the read and write paths), one core: {pair:7.1} = {:.2}x",
+        pair / sha
+    );
 
     let rss_mib = env_mib("TESSERA_BENCH_RSS_MIB", 4096);
     if rss_mib > 0 {
