@@ -398,3 +398,57 @@ async fn partial_writes_from_two_gateways_lose_nothing() {
     );
     c.shutdown().await;
 }
+
+/// Reads and writes driven from a thread that may block (a FUSE request
+/// thread) poll their datanode calls in place: reads over one and over
+/// every slot answer the right bytes, and a write acknowledged at W=2 of
+/// R=3 still gets its third copies stored. (The datanodes are behind
+/// sockets here, where a call the client stops waiting for still lands, so
+/// this does not tell a call left running from a dropped one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_a_request_thread_run_in_place() {
+    let c = TestCluster::start(3, settings(3, 2, 2)).await;
+    let data = pseudo_random(12, 3 << 20);
+    let inode = put(&c.fs, "x", &[]).await;
+    let (fs, rt) = (c.fs.clone(), tokio::runtime::Handle::current());
+    let (want, ino) = (data.clone(), inode.ino);
+    let inode = tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || {
+            tessera_rpc::allow_blocking_here();
+            rt.block_on(async {
+                let inode = fs.write_at(ino, 0, &want).await.unwrap();
+                for (offset, len) in [
+                    (0u64, 4096u64),
+                    (5000, 3000),
+                    (1 << 20, 70_000),
+                    (0, 3 << 20),
+                ] {
+                    let got = fs.read(&inode, offset, len).await.unwrap();
+                    let end = (offset + len) as usize;
+                    assert!(
+                        got[..] == want[offset as usize..end],
+                        "read at {offset}+{len}"
+                    );
+                }
+                inode
+            })
+        })
+        .join()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(inode.size, data.len() as u64);
+    // Every copy of every block, the slow third ones included.
+    let want_blocks = 3 * (data.len() as u64).div_ceil(512);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while total_blocks(&c, 3).await < want_blocks {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "third copies never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(total_blocks(&c, 3).await, want_blocks);
+    c.shutdown().await;
+}
