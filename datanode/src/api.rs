@@ -268,6 +268,26 @@ impl DatanodeClient {
         }
     }
 
+    /// Like [`DatanodeClient::get`], the answer left encoded (see
+    /// [`wire::found_all`] and [`wire::parse_get`]).
+    pub async fn get_raw(
+        &self,
+        object: u64,
+        role: u8,
+        indices: Vec<u64>,
+    ) -> Result<Bytes, CallError> {
+        let n = indices.len();
+        let req = DatanodeRequest::Get {
+            object,
+            role,
+            indices,
+        };
+        match self.call(&req, vec![]).await? {
+            (DatanodeReply::Get { count }, payload) if count as usize == n => Ok(payload),
+            (other, _) => Err(CallError::Unexpected(format!("{other:?} to a get of {n}"))),
+        }
+    }
+
     pub async fn report_corrupt(&self, object: u64, indices: Vec<u64>) -> Result<(), CallError> {
         match self
             .call(&DatanodeRequest::ReportCorrupt { object, indices }, vec![])

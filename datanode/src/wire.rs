@@ -206,6 +206,41 @@ pub fn get_batch(results: &[GetResult]) -> Payload {
     b.finish()
 }
 
+/// Where one found block lies in a get batch: its checksum and the range of
+/// its bytes in the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundAt {
+    pub sha256: [u8; 32],
+    pub data: std::ops::Range<usize>,
+}
+
+/// The blocks of a get batch of exactly `count` results when every one of
+/// them was found (the common answer to a read), without a `Bytes` per
+/// block; `None` when any result is not a found block or the batch is
+/// malformed ([`parse_get`] then says which).
+pub fn found_all(count: usize, payload: &[u8]) -> Option<Vec<FoundAt>> {
+    let table_len = count.checked_mul(GET_ENTRY)?;
+    let (mut table, data) = (payload.get(..table_len)?, payload.len() - table_len);
+    let mut at = table_len;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let tag = table.get_u8();
+        let len = table.get_u16_le() as usize;
+        let _generation = table.get_u64_le();
+        let mut sha256 = [0u8; 32];
+        table.copy_to_slice(&mut sha256);
+        if tag != 0 || len > BLOCK_SIZE || at + len > table_len + data {
+            return None;
+        }
+        out.push(FoundAt {
+            sha256,
+            data: at..at + len,
+        });
+        at += len;
+    }
+    (at == payload.len()).then_some(out)
+}
+
 /// Decodes a get batch of exactly `count` results.
 pub fn parse_get(count: usize, payload: Bytes) -> Result<Vec<GetResult>, String> {
     let table_len = count
@@ -243,6 +278,34 @@ pub fn parse_get(count: usize, payload: Bytes) -> Result<Vec<GetResult>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn found_all_only_when_every_block_was_found() {
+        let blocks = [
+            Block::new(4, Bytes::from(vec![1u8; 512])),
+            Block::new(5, Bytes::from_static(b"short")),
+            Block::new(6, Bytes::new()),
+        ];
+        let found: Vec<GetResult> = blocks.iter().cloned().map(GetResult::Found).collect();
+        let payload = join(get_batch(&found));
+        let at = found_all(3, &payload).expect("all found");
+        for (a, b) in at.iter().zip(&blocks) {
+            assert_eq!(a.sha256, b.sha256);
+            assert_eq!(&payload[a.data.clone()], &b.data[..]);
+        }
+        for other in [GetResult::Missing, GetResult::Corrupt, GetResult::Gone] {
+            let mut v = found.clone();
+            v[1] = other;
+            assert_eq!(found_all(3, &join(get_batch(&v))), None);
+        }
+        // Short, long, or counted wrong: refused.
+        assert_eq!(found_all(3, &payload[..payload.len() - 1]), None);
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert_eq!(found_all(3, &longer), None);
+        assert_eq!(found_all(4, &payload), None);
+        assert_eq!(found_all(usize::MAX, &payload), None);
+    }
 
     fn join(p: Payload) -> Bytes {
         Bytes::from(p.concat())

@@ -240,33 +240,59 @@ impl Engine {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let chunk = self.options.chunk_blocks as u64;
+        let (chunk, size) = (self.options.chunk_blocks as u64, inode.size);
+        let end = offset.saturating_add(len).min(size);
         let mut parts = Vec::new();
         let mut start = range.start;
         while start < range.end {
-            let end = (start + chunk).min(range.end);
-            parts.push(self.io.read(&inode.object, start..end));
-            start = end;
+            let blocks = start..(start + chunk).min(range.end);
+            start = blocks.end;
+            let (io, object) = (&self.io, &inode.object);
+            parts.push(async move {
+                // Every first replica answering with a valid copy: the
+                // bytes straight from their answers. Anything else: block
+                // by block, with retries, hedging and repairs.
+                if let Some(bytes) = io
+                    .read_found(object, blocks.clone(), offset, end, size)
+                    .await
+                {
+                    return Ok(bytes);
+                }
+                let first = blocks.start;
+                let found = io.read(object, blocks).await?;
+                let mut out = Vec::new();
+                for (index, b) in (first..).zip(&found) {
+                    append_data(
+                        &mut out,
+                        index,
+                        b.as_ref().map(|b| &b.data[..]),
+                        offset,
+                        end,
+                        size,
+                    );
+                }
+                Ok::<_, crate::error::Error>(out)
+            });
         }
-        let end = offset.saturating_add(len).min(inode.size);
+        let mut parts = futures::future::try_join_all(parts).await?;
+        if parts.len() == 1 {
+            return Ok(Bytes::from(parts.pop().expect("one part")));
+        }
         let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut index = range.start;
-        for blocks in futures::future::try_join_all(parts).await? {
-            for b in blocks {
-                append_block(&mut out, index, b.as_ref(), offset, end, inode.size);
-                index += 1;
-            }
+        for part in parts {
+            out.extend_from_slice(&part);
         }
         Ok(Bytes::from(out))
     }
 }
 
-/// Appends the part of block `index` that falls in `[offset, end)` to `out`;
-/// a hole or a short last block reads as zeros up to the file size.
-pub(crate) fn append_block(
+/// Appends the part of block `index` (its bytes; `None` for a hole) that
+/// falls in `[offset, end)` to `out`; a hole or a short last block reads as
+/// zeros up to the file size.
+pub(crate) fn append_data(
     out: &mut Vec<u8>,
     index: u64,
-    block: Option<&Block>,
+    data: Option<&[u8]>,
     offset: u64,
     end: u64,
     size: u64,
@@ -279,7 +305,7 @@ pub(crate) fn append_block(
     if from >= to {
         return;
     }
-    let data = block.map(|b| b.data.as_ref()).unwrap_or(&[]);
+    let data = data.unwrap_or(&[]);
     let (from, to) = (from as usize, to as usize);
     let have = data.len().min(to);
     if from < have {

@@ -21,6 +21,11 @@ pub struct Stats {
     pub read_failures: AtomicU64,
     /// Objects deleted from datanodes by GC.
     pub gc_objects: AtomicU64,
+    /// Read chunks answered straight from their first replicas' answers.
+    pub direct_reads: AtomicU64,
+    /// Read chunks that tried that and were read block by block instead (a
+    /// replica down, slow, missing or corrupt blocks).
+    pub direct_reads_declined: AtomicU64,
     /// Reads that asked a second replica because the first was slow.
     pub hedged_reads: AtomicU64,
     /// Bytes held by puts still running after their write was acknowledged.

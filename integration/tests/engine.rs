@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tessera_gateway::placement::seed_for_path;
 use tessera_gateway::{Fs, Stats};
 use tessera_integration::cluster::{TestCluster, test_options};
-use tessera_integration::data::pseudo_random;
+use tessera_integration::data::{corrupt_in_file, pseudo_random};
 use tessera_meta::{Inode, ROOT_INO, Settings};
 
 fn settings(r: u32, w: u32, q: u32) -> Settings {
@@ -450,5 +450,65 @@ async fn calls_from_a_request_thread_run_in_place() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(total_blocks(&c, 3).await, want_blocks);
+    c.shutdown().await;
+}
+
+/// Reads at every alignment answer the same bytes whether the first
+/// replicas answer them whole (the direct path) or a node is down and they
+/// are read block by block; a corrupt first copy is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_and_block_by_block_reads_agree() {
+    let mut c = TestCluster::start(3, settings(2, 2, 1)).await;
+    let data = pseudo_random(13, 512 * 3 * 41 + 123);
+    let inode = put(&c.fs, "x", &data).await;
+    let spans = [
+        (0u64, 1u64),
+        (0, 512),
+        (511, 2),
+        (700, 5000),
+        (1536, 1536),
+        (10_000, 50_000),
+        (data.len() as u64 - 200, 1000),
+        (0, data.len() as u64 + 10),
+    ];
+    let check = |got: Bytes, (offset, len): (u64, u64)| {
+        let end = ((offset + len) as usize).min(data.len());
+        assert!(
+            got[..] == data[offset as usize..end],
+            "read at {offset}+{len}"
+        );
+    };
+    let stats = c.fs.stats();
+    for &span in &spans {
+        check(c.fs.read(&inode, span.0, span.1).await.unwrap(), span);
+    }
+    let direct = Stats::get(&stats.direct_reads);
+    assert!(direct >= spans.len() as u64, "{direct} direct reads");
+    assert_eq!(Stats::get(&stats.direct_reads_declined), 0);
+    c.stop_node(1).await;
+    for &span in &spans {
+        check(c.fs.read(&inode, span.0, span.1).await.unwrap(), span);
+    }
+    assert!(Stats::get(&c.fs.stats().direct_reads_declined) > 0);
+    c.restart_node(1).await;
+    // Damage, at rest, the copies of the blocks whose first replica is on
+    // node 0: the reads still answer the right bytes (from the other
+    // replica), block by block.
+    let declined = Stats::get(&c.fs.stats().direct_reads_declined);
+    c.stop_node(0).await;
+    let file = c.node_data(0).join("blocks.redb");
+    let mut damaged = 0;
+    for i in 0..(data.len() as u64) / 512 {
+        if tessera_gateway::placement::slot(&inode.object, i, 0) == 0 {
+            let at = i as usize * 512;
+            damaged += corrupt_in_file(&file, &data[at..at + 96]).unwrap();
+        }
+    }
+    assert!(damaged > 10, "only {damaged} copies found to damage");
+    c.restart_node(0).await;
+    for &span in &spans {
+        check(c.fs.read(&inode, span.0, span.1).await.unwrap(), span);
+    }
+    assert!(Stats::get(&c.fs.stats().direct_reads_declined) > declined);
     c.shutdown().await;
 }
