@@ -2,13 +2,13 @@
 //!
 //! Every 512-byte block is hashed when it is written and verified when it is
 //! read, so a 1 GiB read hashes two million blocks: on these machines that was
-//! a fifth of the CPU of a sequential read. One SHA-NI hash is a chain of
-//! dependent `sha256rnds2` instructions, so a core mostly waits on their
-//! latency; [`digest_all`] hashes two blocks of equal length in lock-step,
-//! two independent chains the core runs side by side (1.6x here, see
-//! `docs/design-notes.md`). Without SHA-NI, and for blocks of different
-//! lengths, it falls back to the `sha2` crate; the results are the same
-//! bytes either way (tested against `sha2`).
+//! a fifth to a quarter of the CPU of a sequential read. One SHA-NI hash is a
+//! chain of dependent `sha256rnds2` instructions, so a core mostly waits on
+//! their latency. [`digest_all`] hashes sixteen blocks of one length at once,
+//! one per 32-bit lane of AVX-512 registers (1.8x `sha2`'s blocks per second
+//! on one core here), else two at a time in lock-step with SHA-NI (1.2x),
+//! else one at a time with the `sha2` crate. The results are the same bytes
+//! every way (tested against `sha2`).
 
 use sha2::{Digest, Sha256};
 
@@ -18,26 +18,45 @@ where
     I: IntoIterator<Item = &'a [u8]>,
     I::IntoIter: ExactSizeIterator,
 {
-    let mut data = data.into_iter();
+    let data = data.into_iter();
     let mut out = Vec::with_capacity(data.len());
     if !x86::available() {
         out.extend(data.map(single));
         return out;
     }
+    if !x86::available16() || data.len() < 16 {
+        pairs(data, &mut out);
+        return out;
+    }
+    let all: Vec<&[u8]> = data.collect();
+    let mut groups = all.chunks_exact(16);
+    for group in &mut groups {
+        let group: &[&[u8]; 16] = group.try_into().expect("16");
+        match x86::x16_offsets(group) {
+            // SAFETY: `available16()` checked the CPU's features.
+            Some(offsets) => out.extend(unsafe { x86::x16(group, offsets) }),
+            None => pairs(group.iter().copied(), &mut out),
+        }
+    }
+    pairs(groups.remainder().iter().copied(), &mut out);
+    out
+}
+
+/// Two at a time with SHA-NI (the caller checked [`x86::available`]).
+fn pairs<'a>(mut data: impl Iterator<Item = &'a [u8]>, out: &mut Vec<[u8; 32]>) {
     while let Some(a) = data.next() {
         let Some(b) = data.next() else {
             out.push(single(a));
             break;
         };
         if a.len() == b.len() {
-            // SAFETY: `available()` checked the CPU has every feature used.
+            // SAFETY: the caller checked the CPU has every feature used.
             out.extend(unsafe { x86::pair(a, b) });
         } else {
             out.push(single(a));
             out.push(single(b));
         }
     }
-    out
 }
 
 /// SHA-256 of one buffer.
@@ -76,6 +95,143 @@ mod x86 {
                 && is_x86_feature_detected!("ssse3")
                 && is_x86_feature_detected!("sse4.1")
         })
+    }
+
+    pub fn available16() -> bool {
+        static AVX512: OnceLock<bool> = OnceLock::new();
+        *AVX512.get_or_init(|| {
+            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+        })
+    }
+
+    /// Where each of 16 equal-length buffers starts relative to the first,
+    /// when every offset fits a gather's 32-bit index (buffers of one
+    /// answer always do); `None` otherwise.
+    pub fn x16_offsets(m: &[&[u8]; 16]) -> Option<[i32; 16]> {
+        let base = m[0].as_ptr() as isize;
+        let mut offsets = [0i32; 16];
+        for (o, b) in offsets.iter_mut().zip(m) {
+            if b.len() != m[0].len() {
+                return None;
+            }
+            // The last word read is at offset + len - 4: keep it in range too.
+            let d = (b.as_ptr() as isize).checked_sub(base)?;
+            *o = i32::try_from(d).ok()?;
+            i32::try_from(d.checked_add(b.len() as isize)?).ok()?;
+        }
+        Some(offsets)
+    }
+
+    /// SHA-256 of 16 buffers of one length at once, one per 32-bit lane of
+    /// AVX-512 registers.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and BW ([`available16`]); `offsets` from
+    /// [`x16_offsets`] of `m`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn x16(m: &[&[u8]; 16], offsets: [i32; 16]) -> [[u8; 32]; 16] {
+        let len = m[0].len();
+        let mut s: [__m512i; 8] = std::array::from_fn(|i| _mm512_set1_epi32(IV[i] as i32));
+        let full = len / 64;
+        // SAFETY: `offsets` index the 16 buffers from the first one's start.
+        let index = unsafe { _mm512_loadu_si512(offsets.as_ptr().cast()) };
+        for b in 0..full {
+            // SAFETY: block b of every buffer is within it (b < len / 64).
+            let base = unsafe { m[0].as_ptr().add(b * 64) };
+            let w: [__m512i; 16] = std::array::from_fn(|t| unsafe {
+                _mm512_i32gather_epi32::<1>(index, base.add(4 * t).cast())
+            });
+            compress16(&mut s, w);
+        }
+        // The padding: 0x80, zeros, the length in bits; one or two blocks.
+        let tail = len - full * 64;
+        let blocks = if tail < 56 { 1 } else { 2 };
+        let bits = (len as u64 * 8).to_be_bytes();
+        let mut pads = [[0u8; 128]; 16];
+        for (pad, b) in pads.iter_mut().zip(m) {
+            pad[..tail].copy_from_slice(&b[full * 64..]);
+            pad[tail] = 0x80;
+            pad[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits);
+        }
+        let pad_index = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(128),
+        );
+        for b in 0..blocks {
+            // SAFETY: `pads` is 16 x 128 bytes; block b < 2 of each.
+            let base = unsafe { pads.as_ptr().cast::<u8>().add(b * 64) };
+            let w: [__m512i; 16] = std::array::from_fn(|t| unsafe {
+                _mm512_i32gather_epi32::<1>(pad_index, base.add(4 * t).cast())
+            });
+            compress16(&mut s, w);
+        }
+        let mut words = [[0u32; 16]; 8];
+        for (w, v) in words.iter_mut().zip(s) {
+            // SAFETY: 16 u32s; unaligned store.
+            unsafe { _mm512_storeu_si512(w.as_mut_ptr().cast(), v) };
+        }
+        std::array::from_fn(|lane| {
+            let mut d = [0u8; 32];
+            for (i, w) in words.iter().enumerate() {
+                d[4 * i..4 * i + 4].copy_from_slice(&w[lane].to_be_bytes());
+            }
+            d
+        })
+    }
+
+    /// One 64-byte block (its words as loaded, little-endian) into 16 hashes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn compress16(s: &mut [__m512i; 8], w: [__m512i; 16]) {
+        let swap = _mm512_set4_epi32(0x0C0D_0E0F, 0x0809_0A0B, 0x0405_0607, 0x0001_0203);
+        let mut w: [__m512i; 16] = std::array::from_fn(|t| _mm512_shuffle_epi8(w[t], swap));
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *s;
+        for i in 0..64 {
+            if i >= 16 {
+                let (w15, w2) = (w[(i + 1) % 16], w[(i + 14) % 16]);
+                let s0 = _mm512_ternarylogic_epi32::<0x96>(
+                    _mm512_ror_epi32::<7>(w15),
+                    _mm512_ror_epi32::<18>(w15),
+                    _mm512_srli_epi32::<3>(w15),
+                );
+                let s1 = _mm512_ternarylogic_epi32::<0x96>(
+                    _mm512_ror_epi32::<17>(w2),
+                    _mm512_ror_epi32::<19>(w2),
+                    _mm512_srli_epi32::<10>(w2),
+                );
+                let x = _mm512_add_epi32(w[i % 16], w[(i + 9) % 16]);
+                w[i % 16] = _mm512_add_epi32(_mm512_add_epi32(x, s0), s1);
+            }
+            let s1 = _mm512_ternarylogic_epi32::<0x96>(
+                _mm512_ror_epi32::<6>(e),
+                _mm512_ror_epi32::<11>(e),
+                _mm512_ror_epi32::<25>(e),
+            );
+            let ch = _mm512_ternarylogic_epi32::<0xCA>(e, f, g);
+            let k = _mm512_set1_epi32(K[i] as i32);
+            let t1 = _mm512_add_epi32(
+                _mm512_add_epi32(h, s1),
+                _mm512_add_epi32(ch, _mm512_add_epi32(k, w[i % 16])),
+            );
+            let s0 = _mm512_ternarylogic_epi32::<0x96>(
+                _mm512_ror_epi32::<2>(a),
+                _mm512_ror_epi32::<13>(a),
+                _mm512_ror_epi32::<22>(a),
+            );
+            let maj = _mm512_ternarylogic_epi32::<0xE8>(a, b, c);
+            let t2 = _mm512_add_epi32(s0, maj);
+            h = g;
+            g = f;
+            f = e;
+            e = _mm512_add_epi32(d, t1);
+            d = c;
+            c = b;
+            b = a;
+            a = _mm512_add_epi32(t1, t2);
+        }
+        for (x, y) in s.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+            *x = _mm512_add_epi32(*x, y);
+        }
     }
 
     /// The state of one hash in SHA-NI's register layout.
@@ -232,6 +388,18 @@ mod x86 {
         false
     }
 
+    pub fn available16() -> bool {
+        false
+    }
+
+    pub fn x16_offsets(_: &[&[u8]; 16]) -> Option<[i32; 16]> {
+        None
+    }
+
+    pub unsafe fn x16(m: &[&[u8]; 16], _: [i32; 16]) -> [[u8; 32]; 16] {
+        std::array::from_fn(|i| super::single(m[i]))
+    }
+
     pub unsafe fn pair(a: &[u8], b: &[u8]) -> [[u8; 32]; 2] {
         [super::single(a), super::single(b)]
     }
@@ -285,13 +453,39 @@ mod tests {
     }
 
     #[test]
-    fn pair_path_is_taken_on_this_machine() {
+    fn sixteen_at_once_same_as_sha2() {
+        // 37 buffers a length: two groups of 16 and five left over, cut
+        // from one answer-like buffer and as separate allocations.
+        for n in (0..=130).chain([183, 447, 448, 511, 512, 513, 4096]) {
+            let big = bytes(n as u64 + 99, n * 37);
+            let cut: Vec<&[u8]> = big.chunks(n.max(1)).take(37).collect();
+            let cut: Vec<&[u8]> = if n == 0 { vec![&big[..0]; 37] } else { cut };
+            let own: Vec<Vec<u8>> = (0..37).map(|s| bytes(s * 1000 + n as u64, n)).collect();
+            for v in [cut, own.iter().map(|b| b.as_slice()).collect()] {
+                let want: Vec<[u8; 32]> = v.iter().map(|b| Sha256::digest(b).into()).collect();
+                assert_eq!(digest_all(v.iter().copied()), want, "length {n}");
+            }
+        }
+        // Groups of mixed lengths go the other ways, with the same answers.
+        let v: Vec<Vec<u8>> = (0..40)
+            .map(|i| bytes(i, if i % 7 == 3 { 100 } else { 512 }))
+            .collect();
+        let want: Vec<[u8; 32]> = v.iter().map(|b| Sha256::digest(b).into()).collect();
+        assert_eq!(digest_all(v.iter().map(|b| b.as_slice())), want);
+    }
+
+    #[test]
+    fn fast_paths_are_taken_on_this_machine() {
         // The lock-step path is what the tests above check: say so when it
         // cannot run here, rather than passing on the fallback alone.
         if cfg!(target_arch = "x86_64") {
             assert!(
                 x86::available(),
                 "this x86_64 CPU has no SHA-NI: the tests above only checked the sha2 fallback"
+            );
+            assert!(
+                x86::available16(),
+                "this x86_64 CPU has no AVX-512: the tests above did not check the 16-lane path"
             );
         }
     }
