@@ -268,6 +268,9 @@ async fn tls_serves_https_and_nothing_in_the_clear() {
             .header("Host", "localhost")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
+        // The connection takes the next request only once it has finished
+        // the last one (hyper answers "not ready" otherwise).
+        send.ready().await.unwrap();
         let resp = send.send_request(req).await.unwrap();
         assert_eq!(resp.status(), want, "{method}");
         let got = resp.into_body().collect().await.unwrap().to_bytes();
