@@ -255,17 +255,8 @@ impl DatanodeClient {
         indices: Vec<u64>,
     ) -> Result<Vec<GetResult>, CallError> {
         let n = indices.len();
-        let req = DatanodeRequest::Get {
-            object,
-            role,
-            indices,
-        };
-        match self.call(&req, vec![]).await? {
-            (DatanodeReply::Get { count }, payload) if count as usize == n => {
-                wire::parse_get(n, payload).map_err(CallError::Unexpected)
-            }
-            (other, _) => Err(CallError::Unexpected(format!("{other:?} to a get of {n}"))),
-        }
+        let payload = self.get_raw(object, role, indices).await?;
+        wire::parse_get(n, payload).map_err(CallError::Unexpected)
     }
 
     /// Like [`DatanodeClient::get`], the answer left encoded (see

@@ -206,6 +206,17 @@ pub fn get_batch(results: &[GetResult]) -> Payload {
     b.finish()
 }
 
+/// One entry of a get batch's table (tag, length, generation, SHA-256);
+/// the caller checked that the table holds it.
+fn get_entry(table: &mut impl Buf) -> (u8, usize, u64, [u8; 32]) {
+    let tag = table.get_u8();
+    let len = table.get_u16_le() as usize;
+    let generation = table.get_u64_le();
+    let mut sha256 = [0u8; 32];
+    table.copy_to_slice(&mut sha256);
+    (tag, len, generation, sha256)
+}
+
 /// Where one found block lies in a get batch: its checksum and the range of
 /// its bytes in the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,11 +235,7 @@ pub fn found_all(count: usize, payload: &[u8]) -> Option<Vec<FoundAt>> {
     let mut at = table_len;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let tag = table.get_u8();
-        let len = table.get_u16_le() as usize;
-        let _generation = table.get_u64_le();
-        let mut sha256 = [0u8; 32];
-        table.copy_to_slice(&mut sha256);
+        let (tag, len, _generation, sha256) = get_entry(&mut table);
         if tag != 0 || len > BLOCK_SIZE || at + len > table_len + data {
             return None;
         }
@@ -251,11 +258,7 @@ pub fn parse_get(count: usize, payload: Bytes) -> Result<Vec<GetResult>, String>
     let mut data = payload.slice(table_len..);
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let tag = table.get_u8();
-        let len = table.get_u16_le() as usize;
-        let generation = table.get_u64_le();
-        let mut sha256 = [0u8; 32];
-        table.copy_to_slice(&mut sha256);
+        let (tag, len, generation, sha256) = get_entry(&mut table);
         out.push(match tag {
             0 if len <= BLOCK_SIZE && len <= data.len() => GetResult::Found(Block {
                 generation,

@@ -74,12 +74,7 @@ where
         outstanding -= 1;
         handles[n] = None;
         let (slot, context) = contexts[n].take().expect("each call answers once");
-        let result = result.map_err(|e| {
-            if matches!(e, CallError::Rpc(_)) {
-                ring.refresh_soon();
-            }
-            format!("{}: {e}", view.describe(slot))
-        });
+        let result = result.map_err(|e| call_failed(ring, view, slot, e));
         if answer(slot, context, result).is_break() {
             return contexts
                 .into_iter()
@@ -96,6 +91,15 @@ where
         }
     }
     Vec::new()
+}
+
+/// A failed call in words naming its node; a failed connection makes the
+/// ring refresh, since the node may have moved.
+fn call_failed(ring: &Arc<RingCache>, view: &RingView, slot: u32, e: CallError) -> String {
+    if matches!(e, CallError::Rpc(_)) {
+        ring.refresh_soon();
+    }
+    format!("{}: {e}", view.describe(slot))
 }
 
 /// [`fan_out`] polling its calls in the caller's task.
@@ -142,12 +146,7 @@ where
         .await;
         let slot = running[n].0;
         let context = running[n].1.take().expect("each call answers once");
-        let result = result.map_err(|e| {
-            if matches!(e, CallError::Rpc(_)) {
-                ring.refresh_soon();
-            }
-            format!("{}: {e}", view.describe(slot))
-        });
+        let result = result.map_err(|e| call_failed(ring, view, slot, e));
         if answer(slot, context, result).is_break() {
             return running
                 .into_iter()
