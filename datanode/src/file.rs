@@ -10,7 +10,12 @@
 //! (each redb page, an extent row being one 64 KiB page, is read with one
 //! I/O of its size), and a read of a row page asks the kernel for the next
 //! [`PREFETCH`] bytes in the background: rows written together mostly lie
-//! together, and a random reader finds the rows around it warm.
+//! together, and a random reader finds the rows around it warm. A get of
+//! many rows (a chunk of a sequential read: [`reading_in_bulk`]) reads its
+//! row pages once: they are read directly (`O_DIRECT`, into an aligned
+//! buffer), not into page cache pages allocated for them and thrown away,
+//! and without the prefetch (a sequential reader keeps several chunks in
+//! flight).
 //!
 //! **Writes.** Through the page cache, copying redb's pages into freshly
 //! allocated cache pages was two thirds of the commit thread's time
@@ -52,6 +57,28 @@ const ALIGN: usize = 4096;
 const STAGE_LIMIT: usize = 64 << 20;
 /// Most buffers in one `pwritev` (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
+/// Row reads longer than this go through the page cache (the aligned
+/// buffers kept per thread for direct reads stay small).
+const DIRECT_READ_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// Set while this thread reads rows in bulk (see [`reading_in_bulk`]).
+    static BULK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, which reads many consecutive rows, each once (a chunk of a
+/// sequential read, a rebuild, a scrub): row pages it reads are read
+/// directly, without page cache pages allocated for them or a prefetch.
+pub(crate) fn reading_in_bulk<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BULK.set(self.0);
+        }
+    }
+    let _restore = Restore(BULK.replace(true));
+    f()
+}
 
 #[derive(Debug)]
 pub(crate) struct BlockFile {
@@ -60,6 +87,9 @@ pub(crate) struct BlockFile {
     fd: RawFd,
     /// The same file opened `O_DIRECT`, if its file system takes that.
     direct: Option<File>,
+    /// Row pages read directly (tests).
+    #[cfg(test)]
+    direct_reads: std::sync::atomic::AtomicU64,
     /// Cleared if a direct write is refused as invalid: from then on
     /// everything goes through `inner`.
     direct_ok: AtomicBool,
@@ -140,6 +170,7 @@ impl BlockFile {
         let fd = file.as_raw_fd();
         advise(fd, 0, 0, libc::POSIX_FADV_RANDOM);
         let direct = match std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
@@ -158,6 +189,8 @@ impl BlockFile {
             direct,
             staged: RwLock::default(),
             writing: Mutex::default(),
+            #[cfg(test)]
+            direct_reads: Default::default(),
         })
     }
 
@@ -242,6 +275,43 @@ impl BlockFile {
         Ok(())
     }
 
+    /// Reads `[offset, offset + out.len())` from the file, directly (offset
+    /// and length aligned) or through the page cache.
+    fn read_file(&self, offset: u64, out: &mut [u8], direct: bool) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        thread_local! {
+            static ALIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let Some(file) = self.direct.as_ref().filter(|_| direct) else {
+            return self.inner.read(offset, out);
+        };
+        let read: io::Result<()> = ALIGNED.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.len() < out.len() + ALIGN {
+                b.resize(out.len() + ALIGN, 0);
+            }
+            let at = b.as_ptr().align_offset(ALIGN);
+            if at >= ALIGN {
+                return Err(io::ErrorKind::Unsupported.into());
+            }
+            let buf = &mut b[at..at + out.len()];
+            file.read_exact_at(buf, offset)?;
+            #[cfg(test)]
+            self.direct_reads.fetch_add(1, Ordering::Relaxed);
+            out.copy_from_slice(buf);
+            Ok(())
+        });
+        match read {
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EINVAL))
+                    || e.kind() == io::ErrorKind::Unsupported =>
+            {
+                self.inner.read(offset, out)
+            }
+            r => r,
+        }
+    }
+
     /// Writes the staged pages out, for an operation that must find the
     /// file as redb left it.
     fn settle(&self) -> io::Result<std::sync::MutexGuard<'_, ()>> {
@@ -266,24 +336,30 @@ impl StorageBackend for BlockFile {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let end = offset.saturating_add(out.len() as u64);
+        let mut direct = false;
         if out.len() >= ROW_PAGE {
-            let end = offset.saturating_add(out.len() as u64);
-            if let Ok(end) = i64::try_from(end) {
+            direct = self.direct.is_some()
+                && self.direct_ok.load(Ordering::Relaxed)
+                && out.len() <= DIRECT_READ_MAX
+                && offset.is_multiple_of(ALIGN as u64)
+                && out.len().is_multiple_of(ALIGN)
+                && BULK.get();
+            if !direct && let Ok(end) = i64::try_from(end) {
                 advise(self.fd, end, PREFETCH, libc::POSIX_FADV_WILLNEED);
             }
         }
-        let end = offset.saturating_add(out.len() as u64);
         let staged = self.staged.read().unwrap_or_else(|e| e.into_inner());
         if staged.overlapping(offset, end).next().is_none() {
             // The file holds the latest bytes of the range; a page staged
             // from now on is a later write, which redb does not race with
             // a read of the same page.
             drop(staged);
-            return self.inner.read(offset, out);
+            return self.read_file(offset, out, direct);
         }
         // Read the file and lay the staged pages over it, holding them so
         // that they are not cleared in between.
-        self.inner.read(offset, out)?;
+        self.read_file(offset, out, direct)?;
         for (at, page) in staged.overlapping(offset, end) {
             let from = at.max(offset);
             let to = (at + page.len() as u64).min(end);
@@ -431,9 +507,10 @@ mod tests {
 
     /// Seeded random page writes (aligned, staged; pages of 1-4 units, so
     /// staged pages overlap others of other extents), unaligned writes,
-    /// reads across staged and written pages, `set_len`, `len`, `sync_data`
-    /// and reopening, checked against an in-memory model of the file, with
-    /// direct writes and without. The seed is printed on a failure.
+    /// reads across staged and written pages (row-sized ones in bulk, read
+    /// directly), `set_len`, `len`, `sync_data` and reopening, checked
+    /// against an in-memory model of the file, with direct writes and
+    /// without. The seed is printed on a failure.
     #[test]
     fn staged_writes_read_and_persist_as_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -443,6 +520,8 @@ mod tests {
                 let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
                 let mut model = vec![0u8; 16 * ALIGN];
                 let mut file = BlockFile::open_as(&path, direct).unwrap();
+                let mut bulk_reads = 0u64;
+                let mut direct_reads = 0u64;
                 assert_eq!(
                     file.is_direct(),
                     direct,
@@ -472,7 +551,17 @@ mod tests {
                             file.write(at as u64, &data).unwrap();
                             model[at..at + len].copy_from_slice(&data);
                         }
-                        55..=84 => {
+                        55..=64 => {
+                            // A row page read in bulk: directly, if the
+                            // file takes that.
+                            let len = 8 * ALIGN;
+                            let at = rng.below((units - 8 + 1) as u64) as usize * ALIGN;
+                            let mut out = vec![0xEE; len];
+                            reading_in_bulk(|| file.read(at as u64, &mut out)).unwrap();
+                            assert!(out == model[at..at + len], "{ctx}: bulk read {at}+{len}");
+                            bulk_reads += 1;
+                        }
+                        65..=84 => {
                             let len = 1 + rng.below(5 * ALIGN as u64) as usize;
                             let at = rng.below((model.len() - len) as u64) as usize;
                             let mut out = vec![0xEE; len];
@@ -491,6 +580,7 @@ mod tests {
                         _ => {
                             file.sync_data().unwrap();
                             file.close().unwrap();
+                            direct_reads += file.direct_reads.load(Ordering::Relaxed);
                             drop(file);
                             file = BlockFile::open_as(&path, direct).unwrap();
                         }
@@ -499,6 +589,13 @@ mod tests {
                 // Everything staged reaches the file.
                 file.sync_data().unwrap();
                 assert!(file.staged.read().unwrap().pages.is_empty());
+                direct_reads += file.direct_reads.load(Ordering::Relaxed);
+                assert!(bulk_reads > 0, "seed {seed}: no bulk reads drawn");
+                let expected = if direct { bulk_reads } else { 0 };
+                assert_eq!(
+                    direct_reads, expected,
+                    "direct {direct}, seed {seed}: direct reads"
+                );
                 drop(file);
                 assert!(
                     std::fs::read(&path).unwrap() == model,
@@ -528,5 +625,13 @@ mod tests {
         assert!(on_disk[ALIGN..3 * ALIGN].iter().all(|&b| b == 5));
         assert!(on_disk[3 * ALIGN..4 * ALIGN].iter().all(|&b| b == 6));
         assert!(on_disk[4 * ALIGN..].iter().all(|&b| b == 0));
+        // Only row-sized reads in bulk are read directly.
+        let mut out = vec![0; 8 * ALIGN];
+        file.read(0, &mut out).unwrap();
+        assert_eq!(file.direct_reads.load(Ordering::Relaxed), 0);
+        reading_in_bulk(|| file.read(0, &mut out)).unwrap();
+        assert_eq!(file.direct_reads.load(Ordering::Relaxed), 1);
+        assert!(out == on_disk[..8 * ALIGN]);
+        assert!(!BULK.get(), "the bulk flag is restored");
     }
 }

@@ -572,7 +572,30 @@ impl BlockStore {
 
 /// Packs blocks `indices` (sorted) of `object`, one row lookup per group.
 /// Returns the batch and how many records were damaged.
+/// Rows a get must span to be read in bulk ([`crate::file::reading_in_bulk`]):
+/// a random read touches one row per node, a 4 MiB chunk of a sequential
+/// read some 24.
+const BULK_ROWS: u64 = 4;
+
 fn read_rows(
+    table: &redb::ReadOnlyTable<(u64, u8, u64), &'static [u8]>,
+    deleted: &redb::ReadOnlyTable<u64, ()>,
+    object: u64,
+    role: u8,
+    indices: &[u64],
+) -> Result<(GetBatchBuilder, usize), DatanodeError> {
+    let rows = match (indices.first(), indices.last()) {
+        (Some(first), Some(last)) => last / GROUP_BLOCKS - first / GROUP_BLOCKS + 1,
+        _ => 0,
+    };
+    if rows >= BULK_ROWS {
+        crate::file::reading_in_bulk(|| read_rows_of(table, deleted, object, role, indices))
+    } else {
+        read_rows_of(table, deleted, object, role, indices)
+    }
+}
+
+fn read_rows_of(
     table: &redb::ReadOnlyTable<(u64, u8, u64), &'static [u8]>,
     deleted: &redb::ReadOnlyTable<u64, ()>,
     object: u64,

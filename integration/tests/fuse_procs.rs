@@ -3,6 +3,7 @@
 //! that block while too few datanodes are up (and complete intact when
 //! they return, or give EINTR to a signalled caller).
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -140,21 +141,29 @@ fn a_copy_blocks_while_a_datanode_is_down_then_completes_intact() {
     let dir = tempfile::tempdir().unwrap();
     let mp = dir.path();
     let _m = c.mount("mount", mp);
-    let src = c.dir.path().join("src.bin");
     let data = pseudo_random(11, 48 << 20);
-    std::fs::write(&src, &data).unwrap();
+    // The copy reads its source from a pipe this test feeds: half before
+    // the datanode is killed, half after, so it cannot finish before the
+    // kill however fast the cluster writes.
     let mut cp = Command::new("dd")
         .args([
-            &format!("if={}", src.display()),
+            "if=/dev/stdin",
             &format!("of={}", mp.join("big.bin").display()),
             "bs=1M",
+            "iflag=fullblock",
             "conv=fsync",
             "status=none",
         ])
+        .stdin(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut input = cp.stdin.take().unwrap();
+    let half = data.len() / 2;
+    input.write_all(&data[..half]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     c.kill_datanode(1);
+    let rest = data[half..].to_vec();
+    let feeder = std::thread::spawn(move || input.write_all(&rest));
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         cp.try_wait().unwrap().is_none(),
@@ -172,6 +181,7 @@ fn a_copy_blocks_while_a_datanode_is_down_then_completes_intact() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    feeder.join().unwrap().unwrap();
     assert!(status.success(), "dd failed: {status}");
     let back = std::fs::read(mp.join("big.bin")).unwrap();
     assert!(back == data, "the copy differs from its source");

@@ -15,7 +15,7 @@ use super::core::{Mount, OpenFile, Result, err};
 /// Size of a chunk read ahead, and how many are kept in flight beyond the
 /// one being read.
 const AHEAD_CHUNK: u64 = 4 << 20;
-const AHEAD_CHUNKS: u64 = 4;
+const AHEAD_CHUNKS: u64 = 8;
 /// Most bytes all files of a mount hold read ahead at once; past it, reads
 /// in order fetch only what they need.
 const AHEAD_BUDGET: u64 = 256 << 20;
