@@ -104,7 +104,14 @@ pub async fn run(
     let transport = Transport::new(secret.clone());
     let meta = MetaClient::new(&transport, &config.meta);
     let node_id = store.node_id().to_string();
-    let registration = tokio::spawn(register(meta, node_id.clone(), addr.clone(), config.slot));
+    let (stop_reports, stopped) = tokio::sync::watch::channel(false);
+    let reports = tokio::spawn(report_to_meta(
+        meta,
+        store.clone(),
+        addr.clone(),
+        config.slot,
+        stopped,
+    ));
     tracing::info!(%node_id, %addr, data = %config.data.display(), "datanode serving");
     tessera_rpc::serve(
         listener,
@@ -113,8 +120,66 @@ pub async fn run(
         shutdown,
     )
     .await;
-    registration.abort();
+    // The store is closed when this returns: wait for the reporter to let
+    // go of it (it stops between heartbeats).
+    let _ = stop_reports.send(true);
+    let _ = reports.await;
     Ok(())
+}
+
+/// Registers with meta, then sends a heartbeat with the node's counts every
+/// [`HEARTBEAT_INTERVAL`](tessera_meta::health::HEARTBEAT_INTERVAL) for as
+/// long as the node runs, until `stop` turns true. If meta forgot the
+/// registration (another node took the slot, or meta's ring was replaced)
+/// it says so in the log once per minute and keeps trying.
+async fn report_to_meta(
+    meta: MetaClient,
+    store: BlockStore,
+    addr: String,
+    wanted: Option<u32>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let node_id = store.node_id().to_string();
+    let registered = tokio::select! {
+        s = register(meta.clone(), node_id.clone(), addr, wanted) => s,
+        _ = stop.wait_for(|&s| s) => None,
+    };
+    let Some(slot) = registered else {
+        return;
+    };
+    let mut tick = tokio::time::interval(tessera_meta::health::HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_complaint: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        // Not cancelled midway: the counts are read off the runtime, with
+        // the database held until they are.
+        let report = match store.stats().await {
+            Ok(s) => tessera_meta::NodeReport {
+                blocks: s.blocks,
+                bytes: s.bytes,
+                capacity: s.capacity,
+                available: s.available,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the node's counts for its heartbeat");
+                tessera_meta::NodeReport::default()
+            }
+        };
+        let beat = tokio::select! {
+            r = meta.node_beat(slot, &node_id, report) => r,
+            _ = stop.wait_for(|&s| s) => return,
+        };
+        if let Err(e) = beat
+            && last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(error = %e, slot, "heartbeat not taken by meta");
+            last_complaint = Some(tokio::time::Instant::now());
+        }
+    }
 }
 
 /// Registers with meta, retrying with capped backoff; returns the slot.

@@ -10,5 +10,6 @@
 
 pub mod fuse;
 pub mod servers;
+pub mod status;
 pub mod up;
 pub mod webdav;

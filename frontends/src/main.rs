@@ -161,6 +161,11 @@ enum Command {
         data: PathBuf,
         #[command(flatten)]
         settings: SettingsArgs,
+        /// Milliseconds a datanode may go without a heartbeat (they send
+        /// one a second) before it is shown `down`.
+        #[arg(long, value_name = "MS", default_value_t = 3000,
+              value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+        node_timeout_ms: u64,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -208,6 +213,20 @@ enum Command {
         /// `umount MOUNTPOINT` ends it).
         #[arg(long)]
         daemon: bool,
+        #[command(flatten)]
+        secret: SecretArg,
+    },
+    /// Show the cluster: every datanode with its state (up or down) and
+    /// counts, and the writes blocked for want of datanodes.
+    ///
+    /// Example: tessera status --meta 127.0.0.1:7000 --secret-file tessera-data/secret
+    Status {
+        /// Address of the metadata service.
+        #[arg(long)]
+        meta: String,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -382,12 +401,14 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
             data,
             settings,
+            node_timeout_ms,
             secret,
         } => {
             servers::meta(
                 &listen,
                 data,
                 settings.settings()?,
+                Duration::from_millis(node_timeout_ms),
                 secret.resolve()?,
                 shutdown,
             )
@@ -426,6 +447,15 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let fs = servers::connect_fs(&meta, secret, options, Duration::from_secs(30)).await?;
             tessera::fuse::run(fs, &mountpoint, shutdown).await
+        }
+        Command::Status { meta, json, secret } => {
+            let health = tessera::status::fetch(&meta, secret.resolve().context("status")?).await?;
+            if json {
+                println!("{}", tessera::status::to_json(&health));
+            } else {
+                print!("{}", tessera::status::to_table(&health));
+            }
+            Ok(())
         }
         Command::Gateway {
             meta,

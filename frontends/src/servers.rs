@@ -25,10 +25,16 @@ pub async fn meta(
     listen: &str,
     data: PathBuf,
     settings: Option<Settings>,
+    node_timeout: Duration,
     secret: Secret,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let store = tessera_meta::server::open(&MetaConfig { data, settings }).await?;
+    let config = MetaConfig {
+        data,
+        settings,
+        node_timeout,
+    };
+    let store = tessera_meta::server::open(&config).await?;
     let (listener, addr) = bind(listen, "meta").await?;
     println!("tessera meta listening on {addr} ({})", store.settings());
     tessera_meta::server::serve_store(store, listener, secret, shutdown.cancelled_owned()).await;

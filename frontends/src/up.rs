@@ -79,6 +79,7 @@ pub async fn run(
     let meta_config = MetaConfig {
         data: data.join("meta"),
         settings: config.settings,
+        node_timeout: tessera_meta::health::DEFAULT_NODE_TIMEOUT,
     };
     let store = tessera_meta::server::open(&meta_config).await?;
     let slots = store.ring().await?.slots.len();
@@ -140,6 +141,10 @@ pub async fn run(
         config.access.scheme(),
         config.datanodes,
         data.display()
+    );
+    println!(
+        "tessera up: cluster status with `tessera status --meta {meta_addr} --secret-file {}`",
+        data.join("secret").display()
     );
     // The mount is a client of its own (its own engine and name in meta),
     // so it hears of changes made over WebDAV like any other client.

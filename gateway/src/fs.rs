@@ -96,10 +96,32 @@ impl Fs {
         )));
         let ring = self.engine.io.ring.clone();
         let every = self.engine.options.ring_refresh;
+        let s = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => { ring.refresh().await; }
+                    _ = s.cancelled() => return,
+                }
+            }
+        }));
+        // Heartbeats: meta sums the gateways' blocked writes for `status`.
+        let (meta, stats, id) = (
+            self.engine.meta.clone(),
+            self.engine.io.stats.clone(),
+            self.engine.holder,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(tessera_meta::health::HEARTBEAT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let blocked = stats.blocked_now.load(std::sync::atomic::Ordering::Relaxed);
+                        if let Err(e) = meta.gateway_beat(id, blocked).await {
+                            tracing::debug!(error = %e, "heartbeat not taken by meta");
+                        }
+                    }
                     _ = shutdown.cancelled() => return,
                 }
             }

@@ -99,6 +99,7 @@ impl TestCluster {
         let meta_config = MetaConfig {
             data: dir.path().join("meta"),
             settings: Some(settings),
+            node_timeout: tessera_meta::health::DEFAULT_NODE_TIMEOUT,
         };
         let store = tessera_meta::server::open(&meta_config)
             .await

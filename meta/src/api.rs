@@ -66,6 +66,19 @@ pub enum MetaRequest {
         since: u64,
         wait_ms: u32,
     },
+    /// A datanode's heartbeat: it holds `slot` as `node_id`.
+    NodeBeat {
+        slot: u32,
+        node_id: String,
+        report: crate::health::NodeReport,
+    },
+    /// A gateway's (or mount's) heartbeat.
+    GatewayBeat {
+        id: u64,
+        blocked_writes: u64,
+    },
+    /// Every slot with its state, and what gateways reported.
+    Health,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +97,8 @@ pub enum MetaReply {
     Names(Vec<Vec<u8>>),
     FileLock(Option<FileLock>),
     Events(Events),
+    Noted,
+    Health(Box<crate::health::ClusterHealth>),
 }
 
 pub type MetaResponse = Result<MetaReply, MetaError>;
@@ -163,6 +178,36 @@ impl MetaService {
                 s.watch(since, Duration::from_millis(u64::from(wait_ms.min(30_000))))
                     .await,
             ),
+            MetaRequest::NodeBeat {
+                slot,
+                node_id,
+                report,
+            } => {
+                let ring = s.ring().await?;
+                match ring.slots.iter().find(|r| r.slot == slot) {
+                    Some(r) if r.node_id == node_id => {
+                        s.health().node_beat(slot, &node_id, report);
+                        MetaReply::Noted
+                    }
+                    Some(r) => {
+                        return Err(MetaError::Invalid(format!(
+                            "slot {slot} is held by node {} now, not {node_id}",
+                            r.node_id
+                        )));
+                    }
+                    None => {
+                        return Err(MetaError::Invalid(format!("the ring has no slot {slot}")));
+                    }
+                }
+            }
+            MetaRequest::GatewayBeat { id, blocked_writes } => {
+                s.health().gateway_beat(id, blocked_writes);
+                MetaReply::Noted
+            }
+            MetaRequest::Health => {
+                let ring = s.ring().await?;
+                MetaReply::Health(Box::new(s.health().cluster(&ring)))
+            }
         })
     }
 }
@@ -262,6 +307,32 @@ impl MetaClient {
 
     pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Inode)>, CallError> {
         expect!(self.call(MetaRequest::ReadDir(ino)).await?, MetaReply::Entries(e) => e, "readdir")
+    }
+
+    /// Reports this datanode alive, holding `slot` as `node_id`.
+    pub async fn node_beat(
+        &self,
+        slot: u32,
+        node_id: &str,
+        report: crate::health::NodeReport,
+    ) -> Result<(), CallError> {
+        let req = MetaRequest::NodeBeat {
+            slot,
+            node_id: node_id.to_string(),
+            report,
+        };
+        expect!(self.call(req).await?, MetaReply::Noted => (), "node heartbeat")
+    }
+
+    /// Reports this gateway alive, with its writes blocked now.
+    pub async fn gateway_beat(&self, id: u64, blocked_writes: u64) -> Result<(), CallError> {
+        let req = MetaRequest::GatewayBeat { id, blocked_writes };
+        expect!(self.call(req).await?, MetaReply::Noted => (), "gateway heartbeat")
+    }
+
+    /// Every slot with its state.
+    pub async fn health(&self) -> Result<crate::health::ClusterHealth, CallError> {
+        expect!(self.call(MetaRequest::Health).await?, MetaReply::Health(h) => *h, "health")
     }
 
     pub async fn ring(&self) -> Result<Ring, CallError> {

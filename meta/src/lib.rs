@@ -15,6 +15,7 @@
 //!   - `apply::content`: leases of object ids, publish, swap and abandon, and write leases;
 //!   - `apply::queues`: reaping expired upload leases into the GC queue, and emptying it;
 //!   - `apply::ring`: datanodes registering in the ring.
+//! - [`health`]: datanodes' heartbeats and states, gateways' blocked writes (in memory).
 //! - [`api`]: the request/response enums, the [`MetaService`] handler and the typed [`MetaClient`].
 //! - [`server`]: `run(config, listener, shutdown)` for the `tessera meta` process.
 
@@ -22,6 +23,7 @@ pub mod api;
 mod apply;
 pub mod change;
 mod dav;
+pub mod health;
 mod query;
 mod schema;
 pub mod server;
@@ -30,6 +32,7 @@ pub mod store;
 pub mod types;
 
 pub use api::{MetaClient, MetaRequest, MetaResponse, MetaService};
+pub use health::{ClusterHealth, NodeHealth, NodeReport, NodeState};
 pub use server::{MetaConfig, run};
 pub use settings::Settings;
 pub use store::MetaStore;

@@ -17,6 +17,8 @@ pub struct MetaConfig {
     pub data: PathBuf,
     /// Settings for a new cluster; an existing cluster refuses others.
     pub settings: Option<Settings>,
+    /// How long a datanode may stay silent before it is `down`.
+    pub node_timeout: std::time::Duration,
 }
 
 /// Opens the store (creating the data directory) without serving it.
@@ -25,7 +27,9 @@ pub async fn open(config: &MetaConfig) -> Result<MetaStore, MetaError> {
     tessera_rpc::blocking(move || {
         std::fs::create_dir_all(&config.data)
             .map_err(|e| MetaError::Storage(format!("{}: {e}", config.data.display())))?;
-        MetaStore::open(&config.data.join("meta.redb"), config.settings)
+        let store = MetaStore::open(&config.data.join("meta.redb"), config.settings)?;
+        store.health().set_timeout(config.node_timeout);
+        Ok(store)
     })
     .await
 }
@@ -51,9 +55,23 @@ pub async fn serve_store(
 ) {
     tracing::info!(settings = %store.settings(), addr = ?listener.local_addr().ok(), "meta serving");
     let last = store.clone();
+    let sweeper = tokio::spawn(sweep_health(store.clone()));
     tessera_rpc::serve(listener, secret, service(store), shutdown).await;
+    sweeper.abort();
     // Lazy changes still waiting become durable before meta goes.
     if let Err(e) = last.apply(crate::change::Change::Sync).await {
         tracing::error!(error = %e, "meta could not make its last changes durable");
+    }
+}
+
+/// Logs datanodes going down and coming back (see [`crate::health`]).
+pub async fn sweep_health(store: MetaStore) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Ok(ring) = store.ring().await {
+            store.health().sweep(&ring);
+        }
     }
 }

@@ -140,6 +140,7 @@ pub struct MetaStore {
     pub(crate) settings: Settings,
     counters: Arc<MetaCounters>,
     feed: Arc<Feed>,
+    health: Arc<crate::health::Health>,
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     fail_write: Arc<AtomicU64>,
 }
@@ -306,6 +307,7 @@ impl MetaStore {
             settings,
             counters,
             feed,
+            health: Arc::default(),
             fail_write,
         })
     }
@@ -346,6 +348,11 @@ impl MetaStore {
 
     pub fn counters(&self) -> &MetaCounters {
         &self.counters
+    }
+
+    /// What datanodes and gateways last reported (in memory).
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
     }
 
     pub fn settings(&self) -> Settings {

@@ -1,0 +1,277 @@
+//! What datanodes and gateways last told meta about themselves: soft state,
+//! in memory only (it is rebuilt within a heartbeat of a restart).
+//!
+//! Every datanode reports once a second ([`NodeReport`]: blocks, bytes,
+//! capacity); a slot whose holder has not reported for the node timeout
+//! (default [`DEFAULT_NODE_TIMEOUT`]) is `down`, and `up` again with its
+//! next report. For a timeout after meta starts, a node it has not heard
+//! from yet counts as up: it had no chance to report. Gateways (and mounts)
+//! report their blocked writes, summed in [`ClusterHealth::blocked_writes`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::Settings;
+use crate::types::Ring;
+
+/// How long a datanode may stay silent before it is `down`.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often datanodes and gateways report.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a datanode reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// Block records held.
+    pub blocks: u64,
+    /// Size of its block file.
+    pub bytes: u64,
+    /// Size of the file system holding its data (0: unknown).
+    pub capacity: u64,
+    /// Bytes it can still take.
+    pub available: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Up,
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+/// One ring slot as meta sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub slot: u32,
+    pub id: String,
+    pub addr: String,
+    pub state: NodeState,
+    /// The holder's last report, if it made one since meta started.
+    pub report: Option<NodeReport>,
+    /// Milliseconds since that report.
+    pub last_seen_ms: Option<u64>,
+}
+
+/// The cluster as meta sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    pub settings: Settings,
+    pub nodes: Vec<NodeHealth>,
+    /// Writes blocked for want of datanodes, summed over the gateways and
+    /// mounts that reported within the node timeout.
+    pub blocked_writes: u64,
+    /// Gateways and mounts that reported within the node timeout.
+    pub gateways: u32,
+    /// The node timeout, milliseconds.
+    pub node_timeout_ms: u64,
+}
+
+struct Beat {
+    node_id: String,
+    at: Instant,
+    report: NodeReport,
+}
+
+pub struct Health {
+    started: Instant,
+    timeout_ms: AtomicU64,
+    nodes: Mutex<HashMap<u32, Beat>>,
+    /// Gateway id -> (last report, blocked writes).
+    gateways: Mutex<HashMap<u64, (Instant, u64)>>,
+    /// The state last logged per slot, to log each change once.
+    logged: Mutex<HashMap<u32, NodeState>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new(DEFAULT_NODE_TIMEOUT)
+    }
+}
+
+impl Health {
+    pub fn new(timeout: Duration) -> Health {
+        Health {
+            started: Instant::now(),
+            timeout_ms: AtomicU64::new(timeout.as_millis().max(1) as u64),
+            nodes: Mutex::default(),
+            gateways: Mutex::default(),
+            logged: Mutex::default(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Records a datanode's report; the caller checked that `node_id`
+    /// holds `slot`.
+    pub fn node_beat(&self, slot: u32, node_id: &str, report: NodeReport) {
+        let beat = Beat {
+            node_id: node_id.to_string(),
+            at: Instant::now(),
+            report,
+        };
+        lock(&self.nodes).insert(slot, beat);
+    }
+
+    /// Records a gateway's report.
+    pub fn gateway_beat(&self, id: u64, blocked_writes: u64) {
+        let mut g = lock(&self.gateways);
+        let now = Instant::now();
+        let forget = 3 * self.timeout();
+        g.retain(|_, (at, _)| now.duration_since(*at) < forget);
+        g.insert(id, (now, blocked_writes));
+    }
+
+    /// Every slot of `ring` with its state, and the gateways' sums.
+    pub fn cluster(&self, ring: &Ring) -> ClusterHealth {
+        let now = Instant::now();
+        let timeout = self.timeout();
+        let nodes = lock(&self.nodes);
+        let slots = ring
+            .slots
+            .iter()
+            .map(|s| {
+                let beat = nodes.get(&s.slot).filter(|b| b.node_id == s.node_id);
+                let fresh = match beat {
+                    Some(b) => now.duration_since(b.at) <= timeout,
+                    // Not heard from since meta started: up while it could
+                    // not have reported yet.
+                    None => now.duration_since(self.started) <= timeout,
+                };
+                NodeHealth {
+                    slot: s.slot,
+                    id: s.node_id.clone(),
+                    addr: s.addr.clone(),
+                    state: if fresh {
+                        NodeState::Up
+                    } else {
+                        NodeState::Down
+                    },
+                    report: beat.map(|b| b.report),
+                    last_seen_ms: beat.map(|b| now.duration_since(b.at).as_millis() as u64),
+                }
+            })
+            .collect();
+        drop(nodes);
+        let gateways = lock(&self.gateways);
+        let live: Vec<u64> = gateways
+            .values()
+            .filter(|(at, _)| now.duration_since(*at) <= timeout)
+            .map(|(_, b)| *b)
+            .collect();
+        ClusterHealth {
+            settings: ring.settings,
+            nodes: slots,
+            blocked_writes: live.iter().sum(),
+            gateways: live.len() as u32,
+            node_timeout_ms: timeout.as_millis() as u64,
+        }
+    }
+
+    /// Logs every slot whose state changed since the last sweep (one line
+    /// per change).
+    pub fn sweep(&self, ring: &Ring) {
+        let cluster = self.cluster(ring);
+        let mut logged = lock(&self.logged);
+        for n in &cluster.nodes {
+            let before = logged.insert(n.slot, n.state);
+            match (before, n.state) {
+                (Some(NodeState::Up) | None, NodeState::Down) => tracing::warn!(
+                    slot = n.slot,
+                    node = %n.id,
+                    addr = %n.addr,
+                    silent_ms = n.last_seen_ms,
+                    "datanode down: no heartbeat within {} ms",
+                    cluster.node_timeout_ms
+                ),
+                (Some(NodeState::Down), NodeState::Up) => {
+                    tracing::info!(slot = n.slot, node = %n.id, addr = %n.addr, "datanode up again")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RingSlot;
+
+    fn ring(n: u32) -> Ring {
+        Ring {
+            settings: Settings::default(),
+            slots: (0..n)
+                .map(|i| RingSlot {
+                    slot: i,
+                    node_id: format!("node{i}"),
+                    addr: format!("127.0.0.1:{}", 7000 + i),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_silent_node_goes_down_and_comes_back_up() {
+        let h = Health::new(Duration::from_millis(150));
+        let r = ring(2);
+        // Unheard of just after start: up.
+        assert!(h.cluster(&r).nodes.iter().all(|n| n.state == NodeState::Up));
+        let report = NodeReport {
+            blocks: 5,
+            bytes: 4096,
+            capacity: 1 << 30,
+            available: 1 << 29,
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        h.node_beat(0, "node0", report);
+        // A report from another node than the slot's holder does not count.
+        h.node_beat(1, "impostor", report);
+        let c = h.cluster(&r);
+        assert_eq!(c.nodes[0].state, NodeState::Up);
+        assert_eq!(c.nodes[0].report, Some(report));
+        assert_eq!(c.nodes[1].state, NodeState::Down);
+        assert_eq!(c.nodes[1].report, None);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(h.cluster(&r).nodes[0].state, NodeState::Down);
+        h.node_beat(0, "node0", report);
+        assert_eq!(h.cluster(&r).nodes[0].state, NodeState::Up);
+    }
+
+    #[test]
+    fn blocked_writes_are_summed_over_live_gateways() {
+        let h = Health::new(Duration::from_millis(150));
+        h.gateway_beat(1, 2);
+        h.gateway_beat(2, 3);
+        h.gateway_beat(1, 4);
+        let c = h.cluster(&ring(1));
+        assert_eq!((c.blocked_writes, c.gateways), (7, 2));
+        std::thread::sleep(Duration::from_millis(200));
+        h.gateway_beat(2, 1);
+        let c = h.cluster(&ring(1));
+        assert_eq!((c.blocked_writes, c.gateways), (1, 1));
+    }
+}
