@@ -61,7 +61,7 @@ impl Default for FsOptions {
             gc_grace: Duration::from_secs(120),
             gc_interval: Duration::from_secs(5),
             pending_ttl: Duration::from_secs(6 * 3600),
-            ring_refresh: Duration::from_secs(2),
+            ring_refresh: Duration::from_millis(500),
             lease_ids: 256,
             detached_put_bytes: crate::io::DETACHED_PUT_BYTES,
             hedge_after: Duration::from_millis(300),

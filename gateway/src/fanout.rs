@@ -25,8 +25,9 @@ use crate::ring::{RingCache, RingView};
 /// as it arrives. Returns once every call has answered, or as soon as
 /// `answer` breaks; calls still running then are returned, still running
 /// in the background (a write acknowledged by W replicas decides whether
-/// the slower ones may complete). A slot with no datanode answers at once
-/// with an error. A failed call makes the ring refresh: its node may have
+/// the slower ones may complete). A slot with no datanode, or one meta
+/// reports down, answers at once with an error (no call waits for its
+/// timeout). A failed call makes the ring refresh: its node may have
 /// moved.
 pub(crate) async fn fan_out<C, R, Fut>(
     ring: &Arc<RingCache>,
@@ -51,12 +52,14 @@ where
     let mut outstanding = 0usize;
     let mut handles: Vec<Option<JoinHandle<()>>> = Vec::new();
     for (slot, context) in calls {
-        let Some(client) = view.node(slot) else {
-            let error = format!("{}: no datanode", view.describe(slot));
-            if answer(slot, context, Err(error)).is_break() {
-                return Vec::new();
+        let client = match view.usable(slot) {
+            Ok(c) => c,
+            Err(error) => {
+                if answer(slot, context, Err(error)).is_break() {
+                    return Vec::new();
+                }
+                continue;
             }
-            continue;
         };
         let call = start(client, &context);
         let (tx, n) = (tx.clone(), contexts.len());
@@ -118,13 +121,12 @@ where
     type Running<C, Fut> = Vec<(u32, Option<C>, Option<Pin<Box<Fut>>>)>;
     let mut running: Running<C, Fut> = Vec::new();
     for (slot, context) in calls {
-        match view.node(slot) {
-            Some(client) => {
+        match view.usable(slot) {
+            Ok(client) => {
                 let call = Box::pin(start(client, &context));
                 running.push((slot, Some(context), Some(call)));
             }
-            None => {
-                let error = format!("{}: no datanode", view.describe(slot));
+            Err(error) => {
                 if answer(slot, context, Err(error)).is_break() {
                     return Vec::new();
                 }

@@ -20,10 +20,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tessera_datanode::DatanodeError;
 use tessera_datanode::api::CallError;
 use tessera_datanode::wire::put_segment;
 use tessera_datanode::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult, PutResult};
+use tessera_datanode::{DatanodeClient, DatanodeError};
 use tessera_meta::ObjectRef;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -47,7 +47,8 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             first: Duration::from_millis(50),
-            max: Duration::from_secs(2),
+            // A blocked write resumes within this of its node returning.
+            max: Duration::from_millis(500),
         }
     }
 }
@@ -365,7 +366,7 @@ impl BlockIo {
                     let indices: Vec<u64> = items.iter().map(|&i| range.start + i as u64).collect();
                     let primary = fetch(client.clone(), object.id, *k, indices.clone());
                     let k = *k;
-                    let second = hedge.and_then(|(j, s)| Some((j, view.node(s).cloned()?)));
+                    let second = hedge.and_then(|(j, s)| Some((j, view.usable(s).ok()?.clone())));
                     let stats = self.stats.clone();
                     let id = object.id;
                     async move {
@@ -517,12 +518,22 @@ impl BlockIo {
         }
         let (id, width) = (object.id, object.width.max(1) as u64);
         // Blocks first, first + width, ... share their first replica's slot.
-        let calls = (range.start..range.end.min(range.start + width)).map(|first| {
+        // A first replica meta reports down declines at once: the block by
+        // block read goes to the next replicas without asking it.
+        let firsts = range.start..range.end.min(range.start + width);
+        let clients: Option<Vec<DatanodeClient>> = firsts
+            .clone()
+            .map(|first| view.usable(placement::slot(object, first, 0)).ok().cloned())
+            .collect();
+        let Some(clients) = clients else {
+            Stats::add(&self.stats.direct_reads_declined, 1);
+            return None;
+        };
+        let calls = firsts.zip(clients).map(|(first, client)| {
             let indices: Vec<u64> = (first..range.end).step_by(width as usize).collect();
-            let client = view.node(placement::slot(object, first, 0)).cloned();
             async move {
                 let n = indices.len();
-                let payload = client?.get_raw(id, 0, indices).await.ok()?;
+                let payload = client.get_raw(id, 0, indices).await.ok()?;
                 Some((n, payload))
             }
         });

@@ -20,6 +20,19 @@ impl RingView {
         self.nodes.get(slot as usize).and_then(|n| n.as_ref())
     }
 
+    /// The client for `slot`, unless the slot is empty or meta says its
+    /// node is down (then the error, in words naming the slot).
+    pub fn usable(&self, slot: u32) -> Result<&DatanodeClient, String> {
+        match self.node(slot) {
+            None => Err(format!("{}: no datanode", self.describe(slot))),
+            Some(_) if self.ring.down.contains(&slot) => Err(format!(
+                "{}: down (no heartbeat to meta)",
+                self.describe(slot)
+            )),
+            Some(c) => Ok(c),
+        }
+    }
+
     /// "slot 2 (127.0.0.1:4001)" for messages.
     pub fn describe(&self, slot: u32) -> String {
         match self.node(slot) {
@@ -84,7 +97,11 @@ impl RingCache {
                 if old.ring == ring {
                     return old;
                 }
-                tracing::info!(slots = ring.slots.len(), "ring changed");
+                if old.ring.slots == ring.slots {
+                    tracing::info!(down = ?ring.down, "datanode states changed");
+                } else {
+                    tracing::info!(slots = ring.slots.len(), down = ?ring.down, "ring changed");
+                }
                 let view = Arc::new(build(&self.transport, ring, self.timeout, Some(&old)));
                 *self.current.write().expect("ring lock") = view.clone();
                 view

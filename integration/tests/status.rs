@@ -131,6 +131,12 @@ async fn status_shows_datanodes_going_down_and_up_and_blocked_writes() {
         "down too soon: {:?}",
         killed.elapsed()
     );
+    // Meta logs it once (it looks twice a second).
+    assert!(
+        c.meta.wait_for_log("datanode down", Duration::from_secs(5)),
+        "meta did not log the node going down:\n{}",
+        c.meta.log()
+    );
     assert_eq!(node(&v, 0)["state"], "up");
     assert_eq!(node(&v, 2)["state"], "up");
     let table = status(&c, false).stdout;
@@ -180,14 +186,17 @@ async fn status_shows_datanodes_going_down_and_up_and_blocked_writes() {
         v["blocked_writes"] == 0
     })
     .await;
-    let log = c.meta.log();
     assert!(
-        log.contains("datanode down"),
-        "meta did not log the node going down:\n{log}"
+        c.meta
+            .wait_for_log("datanode up again", Duration::from_secs(5)),
+        "meta did not log the node coming back:\n{}",
+        c.meta.log()
     );
-    assert!(
-        log.contains("datanode up again"),
-        "meta did not log the node coming back:\n{log}"
+    assert_eq!(
+        c.meta.log().matches("datanode down").count(),
+        1,
+        "{}",
+        c.meta.log()
     );
 }
 
@@ -218,4 +227,67 @@ fn status_says_clearly_when_it_cannot_ask() {
     let r = tessera(&["status"]);
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("--meta"), "{}", r.stderr);
+}
+
+/// A datanode that hangs (SIGSTOP: its connections stay open, nothing
+/// answers) is reported down by meta, and the gateway stops sending to it:
+/// reads go to the other replica at once instead of each waiting for the
+/// hedge delay (300 ms) or the datanode call timeout (10 s), and a write that needs it blocks until it
+/// answers heartbeats again, then completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_datanode_is_skipped_once_meta_reports_it_down() {
+    let c = ProcCluster::start(3, R2W2Q1);
+    let http = Http::new(&c.gateway_addr());
+    let files: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("/f{i}.bin"), pseudo_random(20 + i, 64 << 10)))
+        .collect();
+    for (name, data) in &files {
+        assert_eq!(
+            http.put(name, data.clone()).await.unwrap().status,
+            StatusCode::CREATED
+        );
+    }
+    let hung = c.datanodes[1].as_ref().expect("running");
+    hung.pause();
+    wait_status(&c, "slot 1 down", Duration::from_secs(8), |v| {
+        node(v, 1)["state"] == "down"
+    })
+    .await;
+    // The gateway polls meta twice a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Every file has blocks whose first replica is on the hung node; none
+    // of the reads waits for it (asking it first, 20 reads would take 6 s
+    // of hedge delays alone).
+    let started = Instant::now();
+    for (name, data) in &files {
+        let got = http.get(name).await.unwrap();
+        assert_eq!(got.status, StatusCode::OK, "{name}");
+        assert!(got.body[..] == data[..], "{name} differs");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "reads waited for the hung node: {:?} for {} files",
+        started.elapsed(),
+        files.len()
+    );
+    // A write needs it (W=2 of R=2): it blocks while the node is down.
+    let put = {
+        let http = http.clone();
+        tokio::spawn(async move { http.put("/during.bin", pseudo_random(40, 1 << 20)).await })
+    };
+    wait_status(&c, "the write blocked", Duration::from_secs(8), |v| {
+        v["blocked_writes"].as_u64() >= Some(1)
+    })
+    .await;
+    hung.resume();
+    wait_status(&c, "slot 1 up again", Duration::from_secs(8), |v| {
+        node(v, 1)["state"] == "up"
+    })
+    .await;
+    let put = tokio::time::timeout(Duration::from_secs(15), put)
+        .await
+        .expect("the write resumes");
+    assert_eq!(put.unwrap().unwrap().status, StatusCode::CREATED);
+    let got = http.get("/during.bin").await.unwrap();
+    assert!(got.body[..] == pseudo_random(40, 1 << 20)[..]);
 }

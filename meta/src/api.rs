@@ -150,7 +150,11 @@ impl MetaService {
             MetaRequest::Lookup { parent, name } => MetaReply::Inode(s.lookup(parent, name).await?),
             MetaRequest::GetAttr(ino) => MetaReply::Inode(s.getattr(ino).await?),
             MetaRequest::ReadDir(ino) => MetaReply::Entries(s.readdir(ino).await?),
-            MetaRequest::Ring => MetaReply::Ring(s.ring().await?),
+            MetaRequest::Ring => {
+                let mut ring = s.ring().await?;
+                ring.down = s.health().down_slots(&ring);
+                MetaReply::Ring(ring)
+            }
             MetaRequest::GcList { limit, min_age_ns } => {
                 MetaReply::Gc(s.gc_list(limit.min(10_000) as usize, min_age_ns).await?)
             }
@@ -162,7 +166,17 @@ impl MetaService {
                 MetaReply::View(Box::new(s.view(path, want, props).await?))
             }
             MetaRequest::Locks(path) => MetaReply::Locks(s.locks(path).await?),
-            MetaRequest::Change(c) => MetaReply::Outcome(s.apply(c).await?),
+            MetaRequest::Change(c) => {
+                let registering = match &c {
+                    Change::Register { node_id, .. } => Some(node_id.clone()),
+                    _ => None,
+                };
+                let outcome = s.apply(c).await?;
+                if let (Some(node_id), Outcome::Slot(slot)) = (registering, &outcome) {
+                    s.health().registered(*slot, &node_id);
+                }
+                MetaReply::Outcome(outcome)
+            }
             MetaRequest::ChangeAs {
                 origin,
                 change,

@@ -82,7 +82,9 @@ pub struct ClusterHealth {
 struct Beat {
     node_id: String,
     at: Instant,
-    report: NodeReport,
+    /// `None` until the node's first heartbeat (a registration counts as
+    /// a sign of life, without counts).
+    report: Option<NodeReport>,
 }
 
 pub struct Health {
@@ -127,9 +129,36 @@ impl Health {
         let beat = Beat {
             node_id: node_id.to_string(),
             at: Instant::now(),
-            report,
+            report: Some(report),
         };
         lock(&self.nodes).insert(slot, beat);
+    }
+
+    /// A node (re)registered in `slot`: it is alive now, so a gateway that
+    /// learns of its address does not take it for down until its first
+    /// heartbeat.
+    pub fn registered(&self, slot: u32, node_id: &str) {
+        let mut nodes = lock(&self.nodes);
+        let report = nodes
+            .get(&slot)
+            .filter(|b| b.node_id == node_id)
+            .and_then(|b| b.report);
+        let beat = Beat {
+            node_id: node_id.to_string(),
+            at: Instant::now(),
+            report,
+        };
+        nodes.insert(slot, beat);
+    }
+
+    /// The slots of `ring` that are down now.
+    pub fn down_slots(&self, ring: &Ring) -> Vec<u32> {
+        self.cluster(ring)
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Down)
+            .map(|n| n.slot)
+            .collect()
     }
 
     /// Records a gateway's report.
@@ -166,7 +195,7 @@ impl Health {
                     } else {
                         NodeState::Down
                     },
-                    report: beat.map(|b| b.report),
+                    report: beat.and_then(|b| b.report),
                     last_seen_ms: beat.map(|b| now.duration_since(b.at).as_millis() as u64),
                 }
             })
@@ -223,6 +252,7 @@ mod tests {
 
     fn ring(n: u32) -> Ring {
         Ring {
+            down: Vec::new(),
             settings: Settings::default(),
             slots: (0..n)
                 .map(|i| RingSlot {
@@ -257,8 +287,16 @@ mod tests {
         assert_eq!(c.nodes[1].report, None);
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(h.cluster(&r).nodes[0].state, NodeState::Down);
+        assert_eq!(h.down_slots(&r), [0, 1]);
         h.node_beat(0, "node0", report);
         assert_eq!(h.cluster(&r).nodes[0].state, NodeState::Up);
+        assert_eq!(h.down_slots(&r), [1]);
+        // Registering is a sign of life; the counts come with the beats.
+        h.registered(1, "node1");
+        let c = h.cluster(&r);
+        assert_eq!((c.nodes[1].state, c.nodes[1].report), (NodeState::Up, None));
+        h.registered(0, "node0");
+        assert_eq!(h.cluster(&r).nodes[0].report, Some(report));
     }
 
     #[test]

@@ -231,7 +231,11 @@ impl MetaStore {
                 let (_, v) = e.map_err(storage)?;
                 slots.push(dec::<RingSlot>(v.value())?);
             }
-            Ok(Ring { settings, slots })
+            Ok(Ring {
+                settings,
+                slots,
+                down: Vec::new(),
+            })
         })
         .await
     }

@@ -90,6 +90,10 @@ pub struct RingSlot {
 pub struct Ring {
     pub settings: Settings,
     pub slots: Vec<RingSlot>,
+    /// Slots whose datanode meta considers down (no heartbeat within the
+    /// node timeout, see [`crate::health`]); gateways send them nothing.
+    #[serde(default)]
+    pub down: Vec<u32>,
 }
 
 /// An object waiting to be deleted from the datanodes.
