@@ -51,22 +51,6 @@ pub fn to_json(h: &ClusterHealth) -> serde_json::Value {
     })
 }
 
-/// Bytes for people: 1023 B, 1.5 KiB, 12.0 GiB.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// The table `status` prints by default.
 pub fn to_table(h: &ClusterHealth) -> String {
     let s = h.settings;
@@ -91,12 +75,12 @@ pub fn to_table(h: &ClusterHealth) -> String {
             n.id.clone(),
             n.addr.clone(),
             n.report.map_or_else(dash, |r| r.blocks.to_string()),
-            n.report.map_or_else(dash, |r| human(r.bytes)),
+            n.report.map_or_else(dash, |r| crate::human_bytes(r.bytes)),
             n.report.map_or_else(dash, |r| {
                 if r.capacity == 0 {
                     dash()
                 } else {
-                    human(r.capacity)
+                    crate::human_bytes(r.capacity)
                 }
             }),
             n.last_seen_ms.map_or_else(
@@ -141,12 +125,67 @@ pub fn to_table(h: &ClusterHealth) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_meta::{NodeHealth, NodeReport, NodeState, Settings};
 
     #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(12 << 30), "12.0 GiB");
+    fn the_table_names_each_node_and_what_is_unknown() {
+        let h = ClusterHealth {
+            settings: Settings::default(),
+            nodes: vec![
+                NodeHealth {
+                    slot: 0,
+                    id: "aaaa".into(),
+                    addr: "127.0.0.1:7001".into(),
+                    state: NodeState::Up,
+                    report: Some(NodeReport {
+                        blocks: 7,
+                        bytes: 1536,
+                        capacity: 12 << 30,
+                        available: 1 << 30,
+                    }),
+                    last_seen_ms: Some(400),
+                },
+                NodeHealth {
+                    slot: 1,
+                    id: "bbbb".into(),
+                    addr: "127.0.0.1:7002".into(),
+                    state: NodeState::Down,
+                    report: None,
+                    last_seen_ms: None,
+                },
+            ],
+            blocked_writes: 3,
+            gateways: 2,
+            node_timeout_ms: 3000,
+        };
+        let t = to_table(&h);
+        let line = |slot: &str| t.lines().find(|l| l.starts_with(slot)).unwrap().to_string();
+        let up = line("0 ");
+        let up: Vec<&str> = up.split_whitespace().collect();
+        assert_eq!(
+            up,
+            [
+                "0",
+                "up",
+                "aaaa",
+                "127.0.0.1:7001",
+                "7",
+                "1.5",
+                "KiB",
+                "12.0",
+                "GiB",
+                "0.4",
+                "s",
+                "ago"
+            ]
+        );
+        let down = line("1 ");
+        assert!(down.contains("down") && down.contains("never"), "{t}");
+        assert!(t.contains("1 of 2 datanodes down"), "{t}");
+        assert!(t.contains("blocked writes: 3 (2 gateways"), "{t}");
+        let j = to_json(&h);
+        assert_eq!(j["datanodes"][1]["blocks"], serde_json::Value::Null);
+        assert_eq!(j["datanodes"][0]["capacity"], 12u64 << 30);
+        assert_eq!(j["blocked_writes"], 3);
     }
 }

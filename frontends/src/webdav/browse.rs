@@ -59,7 +59,7 @@ fn render(names: &[String], entries: &[(String, Inode)]) -> String {
             (
                 name.clone(),
                 format!("{base}{}", encode(name)),
-                human(inode.size),
+                crate::human_bytes(inode.size),
             )
         };
         page.push_str(&format!(
@@ -106,21 +106,6 @@ pub(super) fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// `YYYY-MM-DD HH:MM` of nanoseconds since the epoch, in UTC.
@@ -185,8 +170,8 @@ mod tests {
             rfc3339(1_700_000_001 * 1_000_000_000),
             "2023-11-14T22:13:21Z"
         );
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(crate::human_bytes(512), "512 B");
+        assert_eq!(crate::human_bytes(1536), "1.5 KiB");
+        assert_eq!(crate::human_bytes(3 << 30), "3.0 GiB");
     }
 }
