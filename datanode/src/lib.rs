@@ -20,12 +20,14 @@
 //! - [`store`]: the redb block store and its group-commit thread.
 //! - [`wire`]: block payloads on the wire (raw bytes, no serializer).
 //! - [`api`]: request/response enums, [`DatanodeService`], the typed [`DatanodeClient`].
+//! - [`heal`]: the repair queue, rebuild and scrub, each node for its own slot.
 //! - [`server`]: `run(config, listener, secret, shutdown)` for `tessera datanode`.
 
 pub mod api;
 pub mod block;
 pub mod extent;
 mod file;
+pub mod heal;
 pub mod server;
 pub mod sha;
 pub mod store;

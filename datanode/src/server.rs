@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::DatanodeError;
 use crate::api::DatanodeService;
+use crate::heal::{HealOptions, Healer, REBUILDING, Wake};
 use crate::store::{BlockStore, StoreOptions};
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct DatanodeConfig {
     pub reserve_bytes: Option<u64>,
     /// How long tombstones of deleted objects are kept.
     pub tombstone_ttl: Duration,
+    /// Scrub rate and pauses.
+    pub heal: HealOptions,
 }
 
 impl DatanodeConfig {
@@ -43,6 +46,7 @@ impl DatanodeConfig {
             advertise: None,
             reserve_bytes: None,
             tombstone_ttl: StoreOptions::default().tombstone_ttl,
+            heal: HealOptions::default(),
         }
     }
 
@@ -107,9 +111,11 @@ pub async fn run(
     let (stop_reports, stopped) = tokio::sync::watch::channel(false);
     let reports = tokio::spawn(report_to_meta(
         meta,
+        transport.clone(),
         store.clone(),
         addr.clone(),
         config.slot,
+        config.heal,
         stopped,
     ));
     tracing::info!(%node_id, %addr, data = %config.data.display(), "datanode serving");
@@ -127,6 +133,9 @@ pub async fn run(
     Ok(())
 }
 
+/// The note of the slot a node registered in.
+const SLOT: &str = "slot";
+
 /// Registers with meta, then sends a heartbeat with the node's counts every
 /// [`HEARTBEAT_INTERVAL`](tessera_meta::health::HEARTBEAT_INTERVAL) for as
 /// long as the node runs, until `stop` turns true. If meta forgot the
@@ -134,12 +143,24 @@ pub async fn run(
 /// it says so in the log once per minute and keeps trying.
 async fn report_to_meta(
     meta: MetaClient,
+    transport: Transport,
     store: BlockStore,
     addr: String,
     wanted: Option<u32>,
+    heal: HealOptions,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let node_id = store.node_id().to_string();
+    let report = Arc::new(std::sync::Mutex::new(tessera_meta::HealReport::default()));
+    let prepared = tokio::select! {
+        r = prepare_rebuild(&meta, &store, wanted) => r,
+        _ = stop.wait_for(|&s| s) => return,
+    };
+    if prepared {
+        // From the first heartbeat on, meta shows the node rebuilding.
+        report.lock().unwrap_or_else(|e| e.into_inner()).rebuild =
+            Some(tessera_meta::Progress::default());
+    }
     let registered = tokio::select! {
         s = register(meta.clone(), node_id.clone(), addr, wanted) => s,
         _ = stop.wait_for(|&s| s) => None,
@@ -147,6 +168,82 @@ async fn report_to_meta(
     let Some(slot) = registered else {
         return;
     };
+    if let Err(e) = store.set_note(SLOT, Some(slot.to_string())).await {
+        tracing::warn!(error = %e, "cannot note the node's slot");
+    }
+    let (wake, woken) = tokio::sync::watch::channel(Wake::default());
+    let healer = Arc::new(Healer::new(
+        store.clone(),
+        meta.clone(),
+        transport,
+        slot,
+        heal,
+        report.clone(),
+    ));
+    let healing = tokio::spawn(healer.run(woken, stop.clone()));
+    beat_until_stopped(&meta, &store, &node_id, slot, &report, &wake, &mut stop).await;
+    // The healer holds the store too: the caller closes it once we return.
+    let _ = healing.await;
+}
+
+/// Whether this node rebuilds: it was rebuilding when it stopped, or its
+/// store never registered and it takes a slot another node held (that
+/// node lost its storage). The note is written before the node registers, so a node
+/// that stops halfway resumes.
+async fn prepare_rebuild(meta: &MetaClient, store: &BlockStore, wanted: Option<u32>) -> bool {
+    match store.note(REBUILDING).await {
+        Ok(Some(_)) => return true,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the node's notes");
+            return false;
+        }
+    }
+    // A store that never registered holds nothing the ring counts on.
+    let registered_before = match store.note(SLOT).await {
+        Ok(n) => n.is_some(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the node's notes");
+            return false;
+        }
+    };
+    let Some(slot) = wanted.filter(|_| !registered_before) else {
+        return false;
+    };
+    let mut delay = Duration::from_millis(50);
+    let ring = loop {
+        match meta.ring().await {
+            Ok(r) => break r,
+            Err(e) => tracing::warn!(error = %e, "cannot read the ring yet; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    };
+    let held = ring
+        .slots
+        .iter()
+        .any(|s| s.slot == slot && s.node_id != store.node_id());
+    if !held {
+        return false;
+    }
+    match store.set_note(REBUILDING, Some(slot.to_string())).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot note that the node is rebuilding");
+            false
+        }
+    }
+}
+
+async fn beat_until_stopped(
+    meta: &MetaClient,
+    store: &BlockStore,
+    node_id: &str,
+    slot: u32,
+    heal: &std::sync::Mutex<tessera_meta::HealReport>,
+    wake: &tokio::sync::watch::Sender<Wake>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(tessera_meta::health::HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_complaint: Option<tokio::time::Instant> = None;
@@ -163,6 +260,7 @@ async fn report_to_meta(
                 bytes: s.bytes,
                 capacity: s.capacity,
                 available: s.available,
+                heal: *heal.lock().unwrap_or_else(|e| e.into_inner()),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the node's counts for its heartbeat");
@@ -170,14 +268,26 @@ async fn report_to_meta(
             }
         };
         let beat = tokio::select! {
-            r = meta.node_beat(slot, &node_id, report) => r,
+            r = meta.node_beat(slot, node_id, report) => r,
             _ = stop.wait_for(|&s| s) => return,
         };
-        if let Err(e) = beat
-            && last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
-            tracing::warn!(error = %e, slot, "heartbeat not taken by meta");
-            last_complaint = Some(tokio::time::Instant::now());
+        match beat {
+            Ok(reply) => {
+                let now = Wake {
+                    repairs: reply.repairs,
+                    scrub: reply.scrub,
+                };
+                wake.send_if_modified(|w| {
+                    let changed = *w != now;
+                    *w = now;
+                    changed
+                });
+            }
+            Err(e) if last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) => {
+                tracing::warn!(error = %e, slot, "heartbeat not taken by meta");
+                last_complaint = Some(tokio::time::Instant::now());
+            }
+            Err(_) => {}
         }
     }
 }

@@ -387,6 +387,44 @@ impl BlockStore {
         &self.node_id
     }
 
+    /// A note the node keeps about itself (say, that it is rebuilding).
+    pub async fn note(&self, key: &'static str) -> Result<Option<String>, DatanodeError> {
+        let db = self.db.get().await?;
+        tessera_rpc::blocking(move || {
+            let tx = db.begin_read().map_err(storage)?;
+            let info = tx.open_table(INFO).map_err(storage)?;
+            Ok(info
+                .get(key)
+                .map_err(storage)?
+                .map(|v| v.value().to_string()))
+        })
+        .await
+    }
+
+    /// Sets (or with `None` removes) a note, durably.
+    pub async fn set_note(
+        &self,
+        key: &'static str,
+        value: Option<String>,
+    ) -> Result<(), DatanodeError> {
+        if key == "node_id" {
+            return Err(DatanodeError::Invalid("the node id is not a note".into()));
+        }
+        let db = self.db.get().await?;
+        tessera_rpc::blocking(move || {
+            let tx = db.begin_write().map_err(storage)?;
+            {
+                let mut info = tx.open_table(INFO).map_err(storage)?;
+                match &value {
+                    Some(v) => info.insert(key, v.as_str()).map_err(storage)?,
+                    None => info.remove(key).map_err(storage)?,
+                };
+            }
+            tx.commit().map_err(storage)
+        })
+        .await
+    }
+
     /// Verifies and durably stores `items`; one result per item, in order.
     pub async fn put(&self, items: Vec<PutItem>) -> Result<Vec<PutResult>, DatanodeError> {
         self.put_checked(items, true).await

@@ -196,6 +196,13 @@ enum Command {
         /// 64, or a sixteenth of a smaller file system].
         #[arg(long, value_name = "MIB")]
         reserve_mib: Option<u64>,
+        /// Background scrub: MiB of stored blocks read and checked per
+        /// second (0: none; `tessera scrub` still runs a pass).
+        #[arg(long, value_name = "MIB", default_value_t = 4)]
+        scrub_mib_per_s: u64,
+        /// Seconds between background scrub passes.
+        #[arg(long, value_name = "S", default_value_t = 3600)]
+        scrub_pause_s: u64,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -225,6 +232,25 @@ enum Command {
         #[arg(long)]
         meta: String,
         /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        secret: SecretArg,
+    },
+    /// Ask every datanode for a scrub pass now: each reads its blocks,
+    /// checks their SHA-256 and copies damaged or missing ones from the
+    /// other replicas. With --wait, wait for every node to finish and
+    /// print what they found.
+    ///
+    /// Example: tessera scrub --meta 127.0.0.1:7000 --secret-file tessera-data/secret --wait
+    Scrub {
+        /// Address of the metadata service.
+        #[arg(long)]
+        meta: String,
+        /// Wait until every datanode that is up finished the pass.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: print one JSON object instead of lines.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -424,9 +450,13 @@ async fn run(cli: Cli) -> Result<()> {
             cache_mib,
             advertise,
             reserve_mib,
+            scrub_mib_per_s,
+            scrub_pause_s,
             secret,
         } => {
             let mut config = DatanodeConfig::new(data, meta);
+            config.heal.scrub_rate = scrub_mib_per_s << 20;
+            config.heal.scrub_pause = Duration::from_secs(scrub_pause_s);
             config.slot = slot;
             config.cache_bytes = cache_mib << 20;
             config.advertise = advertise;
@@ -458,6 +488,15 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{}", tessera::status::to_table(&health));
             }
             Ok(())
+        }
+        Command::Scrub {
+            meta,
+            wait,
+            json,
+            secret,
+        } => {
+            let secret = secret.resolve().context("scrub")?;
+            tessera::status::scrub(&meta, secret, wait, json).await
         }
         Command::Gateway {
             meta,

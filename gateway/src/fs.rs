@@ -61,6 +61,7 @@ impl Fs {
             ring,
             stats: Arc::new(Stats::default()),
             repair,
+            missed: repair::MissedLog::default(),
             retry: options.retry,
             hedge_after: options.hedge_after,
             detached: Arc::new(tokio::sync::Semaphore::new(
@@ -90,6 +91,12 @@ impl Fs {
                 async move { s.cancelled().await },
             )));
         }
+        let s = shutdown.clone();
+        tasks.push(tokio::spawn(repair::run_missed(
+            self.engine.meta.clone(),
+            self.engine.io.missed.clone(),
+            async move { s.cancelled().await },
+        )));
         tasks.push(tokio::spawn(crate::gc::run(
             self.engine.clone(),
             shutdown.clone(),

@@ -24,7 +24,7 @@ use tessera_datanode::api::CallError;
 use tessera_datanode::wire::put_segment;
 use tessera_datanode::{BLOCK_SIZE, Block, BlockKey, BlockWrite, GetResult, PutResult};
 use tessera_datanode::{DatanodeClient, DatanodeError};
-use tessera_meta::ObjectRef;
+use tessera_meta::{ObjectRef, RepairRange};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::fanout::fan_out;
 use crate::placement;
 use crate::quorum::{QuorumFailure, ReadState, Seen, WriteTally};
-use crate::repair::{RepairJob, RepairQueue};
+use crate::repair::{MissedLog, RepairJob, RepairQueue};
 use crate::ring::RingCache;
 use crate::stats::{BlockedGuard, Stats};
 
@@ -58,6 +58,8 @@ pub struct BlockIo {
     pub(crate) ring: Arc<RingCache>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) repair: RepairQueue,
+    /// Replicas that missed acknowledged writes, on their way to meta.
+    pub(crate) missed: MissedLog,
     pub(crate) retry: RetryPolicy,
     /// How long a read waits for a replica before asking the next one too.
     pub(crate) hedge_after: Duration,
@@ -119,6 +121,11 @@ impl BlockIo {
         );
         let width = object.width.max(1);
         let mut tally = WriteTally::new(n, w);
+        // Per block, the replicas that stored it, as bits: set by the puts
+        // themselves, so those still running when the write is acknowledged
+        // record their outcome too (see `BlockIo::record_misses`).
+        let stored = Arc::new(std::sync::Mutex::new(vec![0u64; n]));
+        let mut running: Vec<JoinHandle<()>> = Vec::new();
         let mut backoff = self.retry.first;
         let mut blocked: Option<BlockedGuard> = None;
         let mut round = 0u32;
@@ -148,15 +155,30 @@ impl BlockIo {
                 &view,
                 targets,
                 |client, members| {
-                    let (client, sets) = (client.clone(), sets.clone());
+                    let (client, sets, stored) = (client.clone(), sets.clone(), stored.clone());
                     let segments: Vec<Bytes> = members
                         .iter()
                         .map(|&(si, _)| sets[si].segment.clone())
                         .collect();
                     let roles: Vec<u8> = members.iter().map(|&(_, k)| k as u8).collect();
                     let count = members.iter().map(|&(si, _)| sets[si].blocks.len()).sum();
+                    let members = members.clone();
                     async move {
-                        match client.put(segments, roles, count).await {
+                        let r = client.put(segments, roles, count).await;
+                        if let Ok(results) = &r {
+                            let mut stored = stored.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut results = results.iter();
+                            for (si, k) in members {
+                                for &i in &sets[si].blocks {
+                                    if let Some(PutResult::Stored | PutResult::Newer(_)) =
+                                        results.next()
+                                    {
+                                        stored[i] |= 1 << k;
+                                    }
+                                }
+                            }
+                        }
+                        match r {
                             Err(CallError::Datanode(DatanodeError::Full(m))) => Ok(Err(m)),
                             r => r.map(Ok),
                         }
@@ -201,7 +223,7 @@ impl BlockIo {
                     .iter()
                     .map(|&(si, _)| sets[si].segment.len())
                     .sum();
-                self.detach(object.id, d.slot, bytes, d.task);
+                running.extend(self.detach(object.id, d.slot, bytes, d.task));
             }
             if gone {
                 return Err(Error::Conflict(format!(
@@ -217,6 +239,7 @@ impl BlockIo {
                         "blocked write completed"
                     );
                 }
+                self.record_misses(object, first, r, &sets, stored, running);
                 return Ok(());
             }
             // A full node will not take its blocks by waiting: if some block
@@ -259,19 +282,26 @@ impl BlockIo {
     /// finish; past it, it is cancelled and that replica misses those
     /// blocks (read repair restores them), so a slow-but-alive node cannot
     /// make the gateway hold unbounded memory.
-    fn detach(&self, object: u64, slot: u32, bytes: usize, task: JoinHandle<()>) {
+    /// Returns the task that ends when the put does, unless it was cancelled.
+    fn detach(
+        &self,
+        object: u64,
+        slot: u32,
+        bytes: usize,
+        task: JoinHandle<()>,
+    ) -> Option<JoinHandle<()>> {
         let kib = bytes.div_ceil(1024).min(u32::MAX as usize) as u32;
         match self.detached.clone().try_acquire_many_owned(kib) {
             Ok(permit) => {
                 Stats::add(&self.stats.detached_bytes, bytes as u64);
                 let stats = self.stats.clone();
-                tokio::spawn(async move {
+                Some(tokio::spawn(async move {
                     let _ = task.await;
                     stats
                         .detached_bytes
                         .fetch_sub(bytes as u64, Ordering::Relaxed);
                     drop(permit);
-                });
+                }))
             }
             Err(_) => {
                 task.abort();
@@ -282,8 +312,63 @@ impl BlockIo {
                     bytes,
                     "a slow replica's put was cancelled: too much data is waiting on slow replicas"
                 );
+                None
             }
         }
+    }
+
+    /// A write was acknowledged (every block on W replicas): once the puts
+    /// still `running` end, the replicas that did not store their blocks
+    /// (down, failed, cancelled) go to meta's repair queue, one range per
+    /// slot, so those datanodes copy them from the others when they can.
+    fn record_misses(
+        &self,
+        object: &ObjectRef,
+        first: u64,
+        r: u32,
+        sets: &Arc<Vec<ReplicaSet>>,
+        stored: Arc<std::sync::Mutex<Vec<u64>>>,
+        running: Vec<JoinHandle<()>>,
+    ) {
+        let all = (1u64 << r) - 1;
+        let complete = || {
+            let stored = stored.lock().unwrap_or_else(|e| e.into_inner());
+            stored.iter().all(|m| m & all == all)
+        };
+        if running.is_empty() && complete() {
+            return;
+        }
+        let (object, sets, missed) = (*object, sets.clone(), self.missed.clone());
+        let width = object.width.max(1);
+        tokio::spawn(async move {
+            for t in running {
+                let _ = t.await;
+            }
+            let stored = stored.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            // Per slot, the lowest and highest block it missed.
+            let mut per_slot: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+            for set in sets.iter() {
+                for k in 0..r {
+                    let slot = (set.first + k) % width;
+                    for &i in &set.blocks {
+                        if stored[i] & (1 << k) == 0 {
+                            let index = first + i as u64;
+                            let e = per_slot.entry(slot).or_insert((index, index));
+                            e.0 = e.0.min(index);
+                            e.1 = e.1.max(index);
+                        }
+                    }
+                }
+            }
+            for (slot, (lo, hi)) in per_slot {
+                missed.record(RepairRange {
+                    slot,
+                    object,
+                    first: lo,
+                    end: hi + 1,
+                });
+            }
+        });
     }
 
     /// Reads blocks `range` of `object`. `None` is a hole (never written).
@@ -420,7 +505,12 @@ impl BlockIo {
                                 if seen == Seen::Corrupt {
                                     Stats::add(&self.stats.corrupt_seen, 1);
                                 }
-                                st.answer(used, seen, block);
+                                let at = (slot + width - k % width + used) % width;
+                                if seen == Seen::Missing && view.rebuilding(at) {
+                                    st.missing_unsure(used);
+                                } else {
+                                    st.answer(used, seen, block);
+                                }
                             }
                             if !bad.is_empty() {
                                 let at = (slot + width - k % width + used) % width;

@@ -9,8 +9,7 @@ use tessera_meta::ObjectRef;
 
 /// The slot of replica `k` of block `index`.
 pub fn slot(object: &ObjectRef, index: u64, k: u32) -> u32 {
-    let n = object.width.max(1) as u64;
-    ((object.seed % n + index % n + k as u64) % n) as u32
+    object.slot(index, k)
 }
 
 /// The slots holding block `index`, first replica first (`r` capped at the width).
@@ -69,6 +68,27 @@ mod tests {
             }
         }
         assert_eq!(per_slot, [2000; 3]);
+    }
+
+    #[test]
+    fn roles_and_counts_per_slot_agree_with_placement() {
+        for seed in [0, 1, 5, 1 << 40, u64::MAX] {
+            for width in 1..6u32 {
+                let o = obj(seed, width);
+                for r in 1..4u32 {
+                    for s in 0..width + 1 {
+                        for i in 0..20u64 {
+                            let by_slot = (0..r.min(width)).find(|&k| slot(&o, i, k) == s);
+                            assert_eq!(o.role_on(s, i, r), by_slot, "{seed} {width} {r} {i}");
+                        }
+                        for (a, b) in [(0u64, 0u64), (0, 1), (3, 17), (7, 7 + width as u64)] {
+                            let want = (a..b).filter(|&i| o.role_on(s, i, r).is_some()).count();
+                            assert_eq!(o.blocks_on(s, a..b, r), want as u64);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -121,6 +121,13 @@ pub struct ReadState {
 }
 
 impl ReadState {
+    /// Records that replica `k`, on a datanode that is rebuilding, does not
+    /// hold the block: it may not have copied it yet, so the answer does
+    /// not count toward Q (it still gets the block written back).
+    pub fn missing_unsure(&mut self, k: u32) {
+        self.seen.push((k, Seen::Missing));
+    }
+
     /// Records replica `k`'s answer, keeping the highest valid generation.
     pub fn answer(&mut self, k: u32, seen: Seen, block: Option<Block>) {
         if seen == Seen::Corrupt {
@@ -147,8 +154,10 @@ impl ReadState {
     /// whether that replica was not asked yet or could not be reached, and
     /// a corrupt copy is never taken for one.
     pub fn is_hole(&self, q: u32, r: u32) -> bool {
+        // Every replica said "missing", even one still rebuilding: a block
+        // acknowledged on W >= 2 replicas has a copy on another one.
         self.corrupt == 0
-            && self.answers >= q.max(r)
+            && self.seen.len() as u32 >= q.max(r)
             && self.best.is_none()
             && self.seen.len() as u32 >= r
             && self.seen.iter().all(|(_, s)| *s == Seen::Missing)

@@ -33,6 +33,12 @@ impl RingView {
         }
     }
 
+    /// Whether `slot`'s datanode is rebuilding: a block it does not hold
+    /// may just not be copied yet.
+    pub fn rebuilding(&self, slot: u32) -> bool {
+        self.ring.rebuilding.contains(&slot)
+    }
+
     /// "slot 2 (127.0.0.1:4001)" for messages.
     pub fn describe(&self, slot: u32) -> String {
         match self.node(slot) {
@@ -98,7 +104,7 @@ impl RingCache {
                     return old;
                 }
                 if old.ring.slots == ring.slots {
-                    tracing::info!(down = ?ring.down, "datanode states changed");
+                    tracing::info!(down = ?ring.down, rebuilding = ?ring.rebuilding, "datanode states changed");
                 } else {
                     tracing::info!(slots = ring.slots.len(), down = ?ring.down, "ring changed");
                 }

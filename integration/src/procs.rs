@@ -371,6 +371,21 @@ impl ProcCluster {
         }
     }
 
+    /// SIGKILLs datanode `i`, deletes its data directory (its storage is
+    /// lost) and starts it again on an empty one in its slot.
+    pub fn wipe_datanode(&mut self, i: usize) {
+        self.kill_datanode(i);
+        let data = self.dir.path().join(format!("datanode-{i}"));
+        std::fs::remove_dir_all(&data).expect("wipe the datanode's directory");
+        self.respawn_datanode(i);
+    }
+
+    /// What datanode `i` logged, over all its runs.
+    pub fn datanode_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("datanode-{i}.log")))
+            .unwrap_or_default()
+    }
+
     fn datanode_registrations(&self, i: usize) -> usize {
         let log = std::fs::read_to_string(self.dir.path().join(format!("datanode-{i}.log")))
             .unwrap_or_default();

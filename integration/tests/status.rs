@@ -115,7 +115,19 @@ async fn status_shows_datanodes_going_down_and_up_and_blocked_writes() {
         );
         assert!(n["last_seen_ms"].as_u64().unwrap() < 3000, "{n}");
     }
-    assert!(v["under_replicated_blocks"].is_null(), "{v}");
+    assert_eq!(v["under_replicated_blocks"], 0, "{v}");
+    assert_eq!(v["scrub_requested"], 0, "{v}");
+    for i in 0..3 {
+        let n = node(&v, i);
+        assert_eq!(n["under_replicated"], 0, "{n}");
+        assert!(n["rebuild"].is_null(), "{n}");
+        assert_eq!(n["repaired"], 0, "{n}");
+        let scrub = &n["scrub"];
+        assert!(scrub["running"].is_null(), "{n}");
+        for f in ["last_pass", "checked", "corrupt", "missing", "repaired"] {
+            assert_eq!(scrub[f], 0, "{f}: {n}");
+        }
+    }
     assert_eq!(v["blocked_writes"], 0);
     assert!(v["gateways"].as_u64().unwrap() >= 1, "{v}");
 

@@ -79,6 +79,18 @@ pub enum MetaRequest {
     },
     /// Every slot with its state, and what gateways reported.
     Health,
+    /// Up to `limit` queued repairs of `slot` (of every slot: `None`).
+    Repairs {
+        slot: Option<u32>,
+        limit: u32,
+    },
+    /// Up to `limit` objects held by files, in inode order after `after`.
+    Objects {
+        after: u64,
+        limit: u32,
+    },
+    /// Asks every datanode for a scrub pass now; answers its number.
+    Scrub,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +111,10 @@ pub enum MetaReply {
     Events(Events),
     Noted,
     Health(Box<crate::health::ClusterHealth>),
+    Beat(crate::health::BeatReply),
+    Repairs(Vec<RepairEntry>),
+    Objects(Vec<LiveObject>),
+    Scrub(u64),
 }
 
 pub type MetaResponse = Result<MetaReply, MetaError>;
@@ -153,6 +169,7 @@ impl MetaService {
             MetaRequest::Ring => {
                 let mut ring = s.ring().await?;
                 ring.down = s.health().down_slots(&ring);
+                ring.rebuilding = s.health().slots_in(&ring, crate::NodeState::Rebuilding);
                 MetaReply::Ring(ring)
             }
             MetaRequest::GcList { limit, min_age_ns } => {
@@ -201,7 +218,11 @@ impl MetaService {
                 match ring.slots.iter().find(|r| r.slot == slot) {
                     Some(r) if r.node_id == node_id => {
                         s.health().node_beat(slot, &node_id, report);
-                        MetaReply::Noted
+                        let repairs = s.repairs(Some(slot), 1).await?.len() as u64;
+                        MetaReply::Beat(crate::health::BeatReply {
+                            repairs,
+                            scrub: s.health().scrub_requested(),
+                        })
                     }
                     Some(r) => {
                         return Err(MetaError::Invalid(format!(
@@ -220,8 +241,22 @@ impl MetaService {
             }
             MetaRequest::Health => {
                 let ring = s.ring().await?;
-                MetaReply::Health(Box::new(s.health().cluster(&ring)))
+                let mut health = s.health().cluster(&ring);
+                for (slot, n) in s.under_replicated(ring.settings.replicas).await? {
+                    if let Some(node) = health.nodes.iter_mut().find(|h| h.slot == slot) {
+                        node.under_replicated = n;
+                    }
+                    health.under_replicated_blocks += n;
+                }
+                MetaReply::Health(Box::new(health))
             }
+            MetaRequest::Repairs { slot, limit } => {
+                MetaReply::Repairs(s.repairs(slot, limit.min(10_000) as usize).await?)
+            }
+            MetaRequest::Objects { after, limit } => {
+                MetaReply::Objects(s.live_objects(after, limit.min(10_000) as usize).await?)
+            }
+            MetaRequest::Scrub => MetaReply::Scrub(s.health().request_scrub()),
         })
     }
 }
@@ -329,13 +364,44 @@ impl MetaClient {
         slot: u32,
         node_id: &str,
         report: crate::health::NodeReport,
-    ) -> Result<(), CallError> {
+    ) -> Result<crate::health::BeatReply, CallError> {
         let req = MetaRequest::NodeBeat {
             slot,
             node_id: node_id.to_string(),
             report,
         };
-        expect!(self.call(req).await?, MetaReply::Noted => (), "node heartbeat")
+        expect!(self.call(req).await?, MetaReply::Beat(b) => b, "node heartbeat")
+    }
+
+    /// Up to `limit` queued repairs of `slot` (of every slot: `None`).
+    pub async fn repairs(
+        &self,
+        slot: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<RepairEntry>, CallError> {
+        let req = MetaRequest::Repairs { slot, limit };
+        expect!(self.call(req).await?, MetaReply::Repairs(r) => r, "repairs")
+    }
+
+    /// Queues repairs of replicas that missed acknowledged writes.
+    pub async fn need_repair(&self, ranges: Vec<RepairRange>) -> Result<(), CallError> {
+        self.change_done(Change::NeedRepair { ranges }).await
+    }
+
+    /// These repairs are done (see [`RepairEntry::seq`]).
+    pub async fn repair_done(&self, done: Vec<RepairEntry>) -> Result<(), CallError> {
+        self.change_done(Change::RepairDone { done }).await
+    }
+
+    /// Up to `limit` objects held by files, in inode order after `after`.
+    pub async fn objects(&self, after: u64, limit: u32) -> Result<Vec<LiveObject>, CallError> {
+        let req = MetaRequest::Objects { after, limit };
+        expect!(self.call(req).await?, MetaReply::Objects(o) => o, "objects")
+    }
+
+    /// Asks every datanode for a scrub pass now; returns its number.
+    pub async fn request_scrub(&self) -> Result<u64, CallError> {
+        expect!(self.call(MetaRequest::Scrub).await?, MetaReply::Scrub(n) => n, "scrub")
     }
 
     /// Reports this gateway alive, with its writes blocked now.

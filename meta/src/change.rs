@@ -176,6 +176,17 @@ pub enum Change {
     GcDone {
         objects: Vec<u64>,
     },
+    /// Queues repairs: each range's replica on its slot missed a write
+    /// acknowledged without it. Overlapping and adjacent ranges of one
+    /// object and slot are merged.
+    NeedRepair {
+        ranges: Vec<RepairRange>,
+    },
+    /// These queued repairs are done: each leaves the queue unless its
+    /// range changed since it was handed out (its `seq`).
+    RepairDone {
+        done: Vec<RepairEntry>,
+    },
     Register {
         node_id: String,
         addr: String,

@@ -34,6 +34,68 @@ pub struct NodeReport {
     pub capacity: u64,
     /// Bytes it can still take.
     pub available: u64,
+    /// What it did to heal itself.
+    pub heal: HealReport,
+}
+
+/// A datanode's self-healing: its rebuild, its scrub passes, its repairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealReport {
+    /// Set while the node copies its slot's blocks from the other replicas
+    /// (it lost its storage): it is `rebuilding` until done.
+    pub rebuild: Option<Progress>,
+    /// The scrub pass running now, if one is.
+    pub scrubbing: Option<Progress>,
+    /// The last scrub pass finished: its number (passes asked for with
+    /// `tessera scrub` take meta's scrub number) and what it found.
+    pub scrub_pass: u64,
+    pub scrub: ScrubCounts,
+    /// Blocks copied from other replicas since the node started, by the
+    /// repair queue, rebuild and scrub.
+    pub repaired: u64,
+}
+
+/// How far a pass over a node's blocks is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Blocks handled and expected.
+    pub done: u64,
+    pub total: u64,
+    /// Bytes of blocks copied in.
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+/// What one scrub pass over a node found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubCounts {
+    /// Blocks whose copy on the node was read and checked.
+    pub checked: u64,
+    /// Copies found damaged (failing their SHA-256, or unreadable).
+    pub corrupt: u64,
+    /// Copies found missing, or older than another replica's.
+    pub missing: u64,
+    /// Copies written back from other replicas.
+    pub repaired: u64,
+}
+
+impl ScrubCounts {
+    pub fn add(&mut self, o: &ScrubCounts) {
+        self.checked += o.checked;
+        self.corrupt += o.corrupt;
+        self.missing += o.missing;
+        self.repaired += o.repaired;
+    }
+}
+
+/// What meta answers a datanode's heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeatReply {
+    /// Ranges waiting in the repair queue for the node's slot.
+    pub repairs: u64,
+    /// The scrub pass asked for last (`tessera scrub`); a node that has not
+    /// finished that pass starts it now.
+    pub scrub: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +103,9 @@ pub struct NodeReport {
 pub enum NodeState {
     Up,
     Down,
+    /// Up, and copying its slot's blocks from the other replicas: a block
+    /// it says it does not hold may not be copied yet.
+    Rebuilding,
 }
 
 impl NodeState {
@@ -48,6 +113,7 @@ impl NodeState {
         match self {
             NodeState::Up => "up",
             NodeState::Down => "down",
+            NodeState::Rebuilding => "rebuilding",
         }
     }
 }
@@ -63,6 +129,8 @@ pub struct NodeHealth {
     pub report: Option<NodeReport>,
     /// Milliseconds since that report.
     pub last_seen_ms: Option<u64>,
+    /// Blocks of this slot waiting in the repair queue.
+    pub under_replicated: u64,
 }
 
 /// The cluster as meta sees it now.
@@ -77,6 +145,11 @@ pub struct ClusterHealth {
     pub gateways: u32,
     /// The node timeout, milliseconds.
     pub node_timeout_ms: u64,
+    /// Blocks the repair queue holds for replicas that missed them, summed
+    /// over the slots (per slot in each node's `under_replicated`).
+    pub under_replicated_blocks: u64,
+    /// The scrub pass asked for last (0: none since meta started).
+    pub scrub_requested: u64,
 }
 
 struct Beat {
@@ -95,6 +168,8 @@ pub struct Health {
     gateways: Mutex<HashMap<u64, (Instant, u64)>>,
     /// The state last logged per slot, to log each change once.
     logged: Mutex<HashMap<u32, NodeState>>,
+    /// The scrub pass asked for last.
+    scrub: AtomicU64,
 }
 
 impl Default for Health {
@@ -111,7 +186,17 @@ impl Health {
             nodes: Mutex::default(),
             gateways: Mutex::default(),
             logged: Mutex::default(),
+            scrub: AtomicU64::new(0),
         }
+    }
+
+    /// Asks every datanode for a scrub pass now; returns its number.
+    pub fn request_scrub(&self) -> u64 {
+        self.scrub.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn scrub_requested(&self) -> u64 {
+        self.scrub.load(Ordering::Relaxed)
     }
 
     pub fn timeout(&self) -> Duration {
@@ -153,10 +238,15 @@ impl Health {
 
     /// The slots of `ring` that are down now.
     pub fn down_slots(&self, ring: &Ring) -> Vec<u32> {
+        self.slots_in(ring, NodeState::Down)
+    }
+
+    /// The slots of `ring` in `state` now.
+    pub fn slots_in(&self, ring: &Ring, state: NodeState) -> Vec<u32> {
         self.cluster(ring)
             .nodes
             .iter()
-            .filter(|n| n.state == NodeState::Down)
+            .filter(|n| n.state == state)
             .map(|n| n.slot)
             .collect()
     }
@@ -186,17 +276,19 @@ impl Health {
                     // not have reported yet.
                     None => now.duration_since(self.started) <= timeout,
                 };
+                let report = beat.and_then(|b| b.report);
                 NodeHealth {
                     slot: s.slot,
                     id: s.node_id.clone(),
                     addr: s.addr.clone(),
-                    state: if fresh {
-                        NodeState::Up
-                    } else {
-                        NodeState::Down
+                    state: match (fresh, report.and_then(|r| r.heal.rebuild)) {
+                        (false, _) => NodeState::Down,
+                        (true, Some(_)) => NodeState::Rebuilding,
+                        (true, None) => NodeState::Up,
                     },
-                    report: beat.and_then(|b| b.report),
+                    report,
                     last_seen_ms: beat.map(|b| now.duration_since(b.at).as_millis() as u64),
+                    under_replicated: 0,
                 }
             })
             .collect();
@@ -213,6 +305,8 @@ impl Health {
             blocked_writes: live.iter().sum(),
             gateways: live.len() as u32,
             node_timeout_ms: timeout.as_millis() as u64,
+            under_replicated_blocks: 0,
+            scrub_requested: self.scrub_requested(),
         }
     }
 
@@ -224,16 +318,24 @@ impl Health {
         for n in &cluster.nodes {
             let before = logged.insert(n.slot, n.state);
             match (before, n.state) {
-                (Some(NodeState::Up) | None, NodeState::Down) => tracing::warn!(
-                    slot = n.slot,
-                    node = %n.id,
-                    addr = %n.addr,
-                    silent_ms = n.last_seen_ms,
-                    "datanode down: no heartbeat within {} ms",
-                    cluster.node_timeout_ms
-                ),
+                (Some(NodeState::Up | NodeState::Rebuilding) | None, NodeState::Down) => {
+                    tracing::warn!(
+                        slot = n.slot,
+                        node = %n.id,
+                        addr = %n.addr,
+                        silent_ms = n.last_seen_ms,
+                        "datanode down: no heartbeat within {} ms",
+                        cluster.node_timeout_ms
+                    )
+                }
                 (Some(NodeState::Down), NodeState::Up) => {
                     tracing::info!(slot = n.slot, node = %n.id, addr = %n.addr, "datanode up again")
+                }
+                (Some(NodeState::Up | NodeState::Down) | None, NodeState::Rebuilding) => {
+                    tracing::info!(slot = n.slot, node = %n.id, addr = %n.addr, "datanode rebuilding its slot")
+                }
+                (Some(NodeState::Rebuilding), NodeState::Up) => {
+                    tracing::info!(slot = n.slot, node = %n.id, addr = %n.addr, "datanode rebuilt its slot; up")
                 }
                 _ => {}
             }
@@ -253,6 +355,7 @@ mod tests {
     fn ring(n: u32) -> Ring {
         Ring {
             down: Vec::new(),
+            rebuilding: Vec::new(),
             settings: Settings::default(),
             slots: (0..n)
                 .map(|i| RingSlot {
@@ -275,6 +378,7 @@ mod tests {
             bytes: 4096,
             capacity: 1 << 30,
             available: 1 << 29,
+            heal: HealReport::default(),
         };
         std::thread::sleep(Duration::from_millis(200));
         h.node_beat(0, "node0", report);

@@ -32,7 +32,9 @@ pub mod store;
 pub mod types;
 
 pub use api::{MetaClient, MetaRequest, MetaResponse, MetaService};
-pub use health::{ClusterHealth, NodeHealth, NodeReport, NodeState};
+pub use health::{
+    BeatReply, ClusterHealth, HealReport, NodeHealth, NodeReport, NodeState, Progress, ScrubCounts,
+};
 pub use server::{MetaConfig, run};
 pub use settings::Settings;
 pub use store::MetaStore;

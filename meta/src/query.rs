@@ -5,8 +5,8 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::dav::{locks_around, props_of};
 use crate::schema::{
-    DIRENTS, FLOCKS, GC, INODES, LEASES, LOCKS, PROPS, RING, SESSIONS, XATTRS, dec, get_inode,
-    storage, xattrs_of,
+    DIRENTS, FLOCKS, GC, INODES, LEASES, LOCKS, PROPS, REPAIRS, RING, SESSIONS, StoredRepair,
+    WRITES, WriteLease, XATTRS, dec, get_inode, storage, xattrs_of,
 };
 use crate::store::MetaStore;
 use crate::types::*;
@@ -235,6 +235,7 @@ impl MetaStore {
                 settings,
                 slots,
                 down: Vec::new(),
+                rebuilding: Vec::new(),
             })
         })
         .await
@@ -256,6 +257,86 @@ impl MetaStore {
                 if entry.queued <= before {
                     out.push(entry);
                 }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Up to `limit` queued repairs of `slot` (every slot: `None`), in
+    /// order of slot, object and block.
+    pub async fn repairs(
+        &self,
+        slot: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<RepairEntry>, MetaError> {
+        self.read(move |tx| {
+            let t = tx.open_table(REPAIRS).map_err(storage)?;
+            let iter = match slot {
+                Some(s) => t.range((s, 0, 0)..=(s, u64::MAX, u64::MAX)),
+                None => t.iter(),
+            };
+            let mut out = Vec::new();
+            for e in iter.map_err(storage)?.take(limit) {
+                let (k, v) = e.map_err(storage)?;
+                out.push(repair_entry(k.value(), dec(v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Per slot, how many blocks the repair queue says it misses, with `r`
+    /// copies per block.
+    pub async fn under_replicated(&self, r: u32) -> Result<Vec<(u32, u64)>, MetaError> {
+        self.read(move |tx| {
+            let t = tx.open_table(REPAIRS).map_err(storage)?;
+            let mut out: Vec<(u32, u64)> = Vec::new();
+            for e in t.iter().map_err(storage)? {
+                let (k, v) = e.map_err(storage)?;
+                let RepairEntry { range, .. } = repair_entry(k.value(), dec(v.value())?);
+                let n = range
+                    .object
+                    .blocks_on(range.slot, range.first..range.end, r);
+                match out.last_mut() {
+                    Some((s, total)) if *s == range.slot => *total += n,
+                    _ => out.push((range.slot, n)),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Up to `limit` objects held by files, in inode order after inode
+    /// `after`: what the datanodes should hold (scrub and rebuild walk it).
+    pub async fn live_objects(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LiveObject>, MetaError> {
+        self.read(move |tx| {
+            let inodes = tx.open_table(INODES).map_err(storage)?;
+            let writes = tx.open_table(WRITES).map_err(storage)?;
+            let mut out = Vec::new();
+            for e in inodes.range(after.saturating_add(1)..).map_err(storage)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = e.map_err(storage)?;
+                let inode: Inode = dec(v.value())?;
+                if inode.object.is_none() {
+                    continue;
+                }
+                let dirty = match writes.get(k.value()).map_err(storage)? {
+                    Some(w) => dec::<WriteLease>(w.value())?.dirty_end,
+                    None => 0,
+                };
+                out.push(LiveObject {
+                    ino: inode.ino,
+                    object: inode.object,
+                    blocks: inode.size.max(dirty).div_ceil(512),
+                });
             }
             Ok(out)
         })
@@ -346,4 +427,20 @@ fn list_dir(
         out.push((name.to_string(), get_inode(inodes, v.value())?));
     }
     Ok(out)
+}
+
+fn repair_entry((slot, id, first): (u32, u64, u64), stored: StoredRepair) -> RepairEntry {
+    RepairEntry {
+        range: RepairRange {
+            slot,
+            object: ObjectRef {
+                id,
+                seed: stored.seed,
+                width: stored.width,
+            },
+            first,
+            end: stored.end,
+        },
+        seq: stored.seq,
+    }
 }

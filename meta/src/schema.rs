@@ -34,6 +34,9 @@ pub(crate) const FLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("flo
 pub(crate) const SESSIONS: TableDefinition<u64, i64> = TableDefinition::new("sessions");
 /// Inode with no name left -> the session holding it open.
 pub(crate) const ORPHANS: TableDefinition<u64, u64> = TableDefinition::new("orphans");
+/// (slot, object id, first block) -> [`StoredRepair`]: blocks of an object
+/// that the datanode in `slot` missed (see [`crate::types::RepairRange`]).
+pub(crate) const REPAIRS: TableDefinition<(u32, u64, u64), &[u8]> = TableDefinition::new("repairs");
 /// Table name -> format version (see [`tessera_rpc::formats`]).
 pub(crate) const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
 /// The format of each table's records (postcard). Bump a table's version
@@ -54,7 +57,18 @@ pub(crate) const TABLE_FORMATS: &[(&str, u32)] = &[
     ("flocks", 1),
     ("sessions", 1),
     ("orphans", 1),
+    ("repairs", 1),
 ];
+
+/// One range of the repair queue, less its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredRepair {
+    pub(crate) end: u64,
+    pub(crate) seed: u64,
+    pub(crate) width: u32,
+    /// Changes whenever the range does (see [`crate::types::RepairEntry`]).
+    pub(crate) seq: u64,
+}
 
 /// A range of object ids handed to a gateway (see [`LEASES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

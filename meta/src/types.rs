@@ -45,6 +45,65 @@ impl ObjectRef {
     pub fn is_none(&self) -> bool {
         self.id == 0
     }
+
+    /// The ring slot of replica `k` of block `index`.
+    pub fn slot(&self, index: u64, k: u32) -> u32 {
+        let n = self.width.max(1) as u64;
+        ((self.seed % n + index % n + k as u64) % n) as u32
+    }
+
+    /// The replica number `slot` holds block `index` as, with `r` copies
+    /// (capped at the width), if it holds one.
+    pub fn role_on(&self, slot: u32, index: u64, r: u32) -> Option<u32> {
+        let n = self.width.max(1) as u64;
+        if slot as u64 >= n {
+            return None;
+        }
+        let first = (self.seed % n + index % n) % n;
+        let k = (slot as u64 + n - first) % n;
+        (k < r.min(self.width.max(1)) as u64).then_some(k as u32)
+    }
+
+    /// How many of blocks `range` have a replica on `slot`, with `r` copies.
+    pub fn blocks_on(&self, slot: u32, range: std::ops::Range<u64>, r: u32) -> u64 {
+        let n = self.width.max(1) as u64;
+        if slot as u64 >= n || range.is_empty() {
+            return 0;
+        }
+        // Every n consecutive blocks put exactly min(r, n) replicas on each slot.
+        let cycles = (range.end - range.start) / n;
+        let tail = range.start + cycles * n..range.end;
+        cycles * r.min(n as u32) as u64
+            + tail.filter(|&i| self.role_on(slot, i, r).is_some()).count() as u64
+    }
+}
+
+/// Blocks `first..end` of an object whose replica on `slot` missed a write
+/// that was acknowledged without it (W < R): meta's repair queue keeps
+/// these until that slot's datanode has copied them from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRange {
+    pub slot: u32,
+    pub object: ObjectRef,
+    pub first: u64,
+    pub end: u64,
+}
+
+/// A queued repair as meta hands it out; `seq` changes whenever the range
+/// does, so a repair finished against an older range leaves the newer one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairEntry {
+    pub range: RepairRange,
+    pub seq: u64,
+}
+
+/// An object some file holds, with how many blocks it may have (the file's
+/// size, or further if uncommitted writes went past it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveObject {
+    pub ino: u64,
+    pub object: ObjectRef,
+    pub blocks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +153,10 @@ pub struct Ring {
     /// node timeout, see [`crate::health`]); gateways send them nothing.
     #[serde(default)]
     pub down: Vec<u32>,
+    /// Slots whose datanode is rebuilding (it lost its storage): its
+    /// "missing" answers do not count toward a read quorum.
+    #[serde(default)]
+    pub rebuilding: Vec<u32>,
 }
 
 /// An object waiting to be deleted from the datanodes.

@@ -13,6 +13,7 @@ mod dav;
 mod namespace;
 mod posix;
 mod queues;
+mod repairs;
 mod ring;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub(crate) struct Tables<'t> {
     flocks: redb::Table<'t, u64, &'static [u8]>,
     sessions: redb::Table<'t, u64, i64>,
     orphans: redb::Table<'t, u64, u64>,
+    repairs: redb::Table<'t, (u32, u64, u64), &'static [u8]>,
     /// What the changes applied so far touched, for the change feed.
     pub(crate) events: Vec<Event>,
     /// Writes made so far in this transaction: a change that fails after
@@ -72,6 +74,7 @@ impl<'t> Tables<'t> {
             flocks: tx.open_table(FLOCKS).map_err(storage)?,
             sessions: tx.open_table(SESSIONS).map_err(storage)?,
             orphans: tx.open_table(ORPHANS).map_err(storage)?,
+            repairs: tx.open_table(REPAIRS).map_err(storage)?,
             events: Vec::new(),
             written: 0,
             fail_write,
@@ -291,6 +294,8 @@ impl<'t> Tables<'t> {
             Change::Abandon { object } => self.abandon(object),
             Change::ReapLeases { ttl_ns } => self.reap_leases(ttl_ns, now),
             Change::GcDone { objects } => self.gc_done(objects),
+            Change::NeedRepair { ranges } => self.need_repair(ranges),
+            Change::RepairDone { done } => self.repair_done(done),
             Change::Register {
                 node_id,
                 addr,

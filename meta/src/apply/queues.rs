@@ -43,6 +43,7 @@ impl Tables<'_> {
         for id in objects {
             self.wrote()?;
             self.gc.remove(id).map_err(storage)?;
+            self.forget_repairs(id)?;
         }
         Ok(Outcome::Done)
     }
