@@ -115,6 +115,8 @@ struct Space {
     near_full: std::sync::atomic::AtomicBool,
     /// Room promised to puts admitted and not committed yet.
     pending: AtomicU64,
+    /// When the file was last compacted.
+    last_compaction: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A put's share of [`Space::pending`], given back when it is done.
@@ -189,7 +191,7 @@ impl DbCell {
         let result = db.compact().map(|_| ()).map_err(storage);
         *slot = Some(Arc::new(db));
         let after = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-        tracing::info!(before, after, "compacted the database near a full disk");
+        tracing::info!(before, after, "compacted the block file");
         result
     }
 
@@ -802,16 +804,68 @@ fn commit(cell: &DbCell, jobs: Vec<Job>, tombstone_ttl: Duration, space: &Space)
         tracing::error!(error = %e, "cannot reopen the database; will retry on the next write");
     }
     let deleted = jobs.iter().any(|j| matches!(j, Job::Delete(..)));
-    let compact = result.is_ok() && deleted && space.near_full.load(Ordering::Relaxed);
+    let near_full = space.near_full.load(Ordering::Relaxed);
+    let compact = result.is_ok() && deleted && (near_full || worth_compacting(cell, space));
     answer_jobs(jobs, result);
     // redb reuses freed pages but never shrinks its file: near a full disk,
-    // room that deletes freed inside it is given back to the file system.
+    // or when most of the file is free after deletes, room that deletes
+    // freed inside it is given back to the file system.
     if compact {
+        *space
+            .last_compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
         match cell.compact() {
             Ok(()) => space.near_full.store(false, Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "cannot compact the database"),
         }
     }
+}
+
+/// Bytes a block record takes in its row (its bytes and its entry).
+const RECORD_BYTES: u64 = 512 + 56;
+/// The file is compacted after deletes once it is this many times the
+/// size its records need (rows fill their pages partly, and redb keeps
+/// some slack), and larger than [`COMPACT_FLOOR`]; at most once per
+/// [`COMPACT_EVERY`].
+const COMPACT_RATIO: u64 = 4;
+const COMPACT_FLOOR: u64 = 16 << 20;
+const COMPACT_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether most of the file is free room that deletes left (so the file
+/// does not grow without bound under overwrite churn).
+fn worth_compacting(cell: &DbCell, space: &Space) -> bool {
+    let recent = space
+        .last_compaction
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|t| t.elapsed() < COMPACT_EVERY);
+    if recent {
+        return false;
+    }
+    let len = std::fs::metadata(&cell.path).map(|m| m.len()).unwrap_or(0);
+    if len <= COMPACT_FLOOR {
+        return false;
+    }
+    let Ok(db) = cell.get_or_reopen() else {
+        return false;
+    };
+    let blocks = db
+        .begin_read()
+        .ok()
+        .and_then(|tx| tx.open_table(COUNTERS).ok())
+        .and_then(|t| t.get("blocks").ok().flatten().map(|v| v.value()))
+        .unwrap_or(0);
+    let needed = blocks * RECORD_BYTES;
+    let worth = len > COMPACT_FLOOR.max(COMPACT_RATIO * needed);
+    if worth {
+        tracing::info!(
+            file = len,
+            needed,
+            "compacting the block file: most of it is free after deletes"
+        );
+    }
+    worth
 }
 
 fn apply_jobs(

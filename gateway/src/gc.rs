@@ -1,7 +1,10 @@
 //! Garbage collection: objects that were replaced, unlinked or abandoned are
-//! deleted from every datanode once their grace period is over, then dropped
-//! from meta's queue. A datanode that is down keeps the entry queued.
+//! deleted from every datanode once their grace period is over, each node
+//! on its own: meta records which slots deleted each object and drops it
+//! from the queue once all have. A datanode that is down keeps only its own
+//! deletes waiting.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -34,50 +37,53 @@ pub async fn run(engine: EngineRef, shutdown: CancellationToken) {
     }
 }
 
-/// One pass; returns how many objects were deleted. Meta's clock alone
-/// decides what is old enough (expired leases, the grace period).
+/// One pass; returns how many queued objects it handled. Meta's clock
+/// alone decides what is old enough (expired leases, the grace period).
+/// Each datanode that is up deletes the objects it has not deleted yet;
+/// an object leaves the queue once every slot of the ring has deleted it,
+/// so a node that was down while files were deleted is cleaned when it
+/// is back, and holds up nothing meanwhile.
 pub async fn once(engine: &EngineRef) -> Result<u64> {
     let (meta, options) = (engine.meta(), engine.options());
     meta.reap_leases(options.pending_ttl).await?;
-    let due: Vec<u64> = meta
-        .gc_list(BATCH, options.gc_grace)
-        .await?
-        .into_iter()
-        .map(|e| e.object.id)
-        .collect();
+    let due = meta.gc_due(BATCH, options.gc_grace).await?;
     if due.is_empty() {
         return Ok(0);
     }
-    // Every datanode of the ring must delete them: a slot this gateway does
-    // not know yet (or an empty one) would keep the blocks forever.
     let view = engine.io.ring.refresh().await;
-    if view.nodes.is_empty() || view.nodes.iter().any(Option::is_none) {
-        tracing::info!(
-            objects = due.len(),
-            "gc waits for a complete view of the ring"
-        );
-        return Ok(0);
-    }
-    let calls = view.nodes.iter().flatten().map(|c| {
-        let due = due.clone();
-        async move {
-            c.with_timeout(Duration::from_secs(30))
-                .delete_objects(due)
-                .await
+    let mut per_slot: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for d in &due {
+        for slot in view.ring.slots.iter().map(|s| s.slot) {
+            if !d.done.contains(&slot) {
+                per_slot.entry(slot).or_default().push(d.entry.object.id);
+            }
         }
-    });
-    let results = futures::future::join_all(calls).await;
-    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
-        tracing::info!(error = %e, objects = due.len(), "gc waits for a datanode");
-        return Ok(0);
     }
-    let n = due.len() as u64;
-    meta.gc_done(due).await?;
+    let calls = per_slot.into_iter().filter_map(|(slot, objects)| {
+        let client = view
+            .usable(slot)
+            .ok()?
+            .with_timeout(Duration::from_secs(30));
+        Some(async move { (slot, client.delete_objects(objects.clone()).await, objects) })
+    });
+    let mut deleted = 0;
+    for (slot, result, objects) in futures::future::join_all(calls).await {
+        match result {
+            Ok(blocks) => {
+                meta.gc_done_on(slot, objects.clone()).await?;
+                deleted += objects.len() as u64;
+                tracing::debug!(slot, objects = objects.len(), blocks, "gc deleted objects");
+            }
+            Err(e) => {
+                tracing::info!(slot, error = %e, objects = objects.len(), "gc waits for a datanode")
+            }
+        }
+    }
     engine
         .io
         .stats
         .gc_objects
-        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    tracing::debug!(objects = n, "gc deleted objects");
-    Ok(n)
+        .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
+    // Nothing deleted (a node not answering yet): no pass back to back.
+    Ok(if deleted == 0 { 0 } else { due.len() as u64 })
 }

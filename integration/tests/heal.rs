@@ -374,3 +374,64 @@ async fn r3_w2_missed_writes_are_repaired_from_the_queue_without_reads() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_everything_empties_every_datanode_even_one_down_during_the_deletes() {
+    let mut c = ProcCluster::start_with(3, R2W2Q1, &["--gc-grace", "0"]);
+    let http = Http::new(&c.gateway_addr());
+    let mut files = files();
+    files.push(("/big.bin".to_string(), pseudo_random(9, 40 << 20)));
+    put_all(&http, &files).await;
+    // Replaced once: the first version is garbage at once.
+    let r = http
+        .put("/big.bin", pseudo_random(10, 40 << 20))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let full = wait_status(&c, "every node reporting", Duration::from_secs(10), |v| {
+        (0..3).all(|i| blocks_of(v, i) > 0)
+    })
+    .await;
+    let bytes_before: Vec<u64> = (0..3)
+        .map(|i| {
+            full.last().unwrap()["datanodes"][i]["bytes"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+
+    c.kill_datanode(2);
+    wait_status(&c, "slot 2 down", Duration::from_secs(10), |v| {
+        v["datanodes"][2]["state"] == "down"
+    })
+    .await;
+    for (path, _) in &files {
+        let r = http
+            .request("DELETE", path, &[], bytes::Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "DELETE {path}");
+    }
+    let r = http
+        .request("DELETE", "/small", &[], bytes::Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // The nodes that are up are emptied while slot 2 is down, and their
+    // files are given back their room.
+    let emptied = wait_status(&c, "slots 0 and 1 empty", Duration::from_secs(40), |v| {
+        (0..2).all(|i| {
+            blocks_of(v, i) == 0
+                && v["datanodes"][i]["bytes"].as_u64().unwrap() < bytes_before[i] / 4
+        })
+    })
+    .await;
+    assert_eq!(emptied.last().unwrap()["datanodes"][2]["state"], "down");
+
+    // Back, slot 2 is emptied too.
+    c.respawn_datanode(2);
+    wait_status(&c, "slot 2 empty", Duration::from_secs(40), |v| {
+        v["datanodes"][2]["state"] == "up" && blocks_of(v, 2) == 0
+    })
+    .await;
+}

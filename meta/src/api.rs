@@ -91,6 +91,12 @@ pub enum MetaRequest {
     },
     /// Asks every datanode for a scrub pass now; answers its number.
     Scrub,
+    /// Like `GcList`, each with the slots that deleted it, leaving out
+    /// those that wait only for datanodes that are down.
+    GcDue {
+        limit: u32,
+        min_age_ns: i64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +121,7 @@ pub enum MetaReply {
     Repairs(Vec<RepairEntry>),
     Objects(Vec<LiveObject>),
     Scrub(u64),
+    GcDue(Vec<GcDue>),
 }
 
 pub type MetaResponse = Result<MetaReply, MetaError>;
@@ -257,6 +264,13 @@ impl MetaService {
                 MetaReply::Objects(s.live_objects(after, limit.min(10_000) as usize).await?)
             }
             MetaRequest::Scrub => MetaReply::Scrub(s.health().request_scrub()),
+            MetaRequest::GcDue { limit, min_age_ns } => {
+                let ring = s.ring().await?;
+                let slots = ring.slots.iter().map(|r| r.slot + 1).max().unwrap_or(0);
+                let down = s.health().down_slots(&ring);
+                let limit = limit.min(10_000) as usize;
+                MetaReply::GcDue(s.gc_due(limit, min_age_ns, slots, down).await?)
+            }
         })
     }
 }
@@ -895,6 +909,21 @@ impl MetaClient {
     /// Objects deleted from every datanode: drop them from the GC queue.
     pub async fn gc_done(&self, objects: Vec<u64>) -> Result<(), CallError> {
         self.change_done(Change::GcDone { objects }).await
+    }
+
+    /// Objects due for deletion, each with the slots that deleted it (see
+    /// [`MetaRequest::GcDue`]).
+    pub async fn gc_due(&self, limit: u32, min_age: Duration) -> Result<Vec<GcDue>, CallError> {
+        let req = MetaRequest::GcDue {
+            limit,
+            min_age_ns: min_age.as_nanos().min(i64::MAX as u128) as i64,
+        };
+        expect!(self.call(req).await?, MetaReply::GcDue(g) => g, "gc due")
+    }
+
+    /// The datanode in `slot` deleted `objects`.
+    pub async fn gc_done_on(&self, slot: u32, objects: Vec<u64>) -> Result<(), CallError> {
+        self.change_done(Change::GcDoneOn { slot, objects }).await
     }
 }
 

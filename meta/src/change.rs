@@ -176,6 +176,12 @@ pub enum Change {
     GcDone {
         objects: Vec<u64>,
     },
+    /// The datanode in `slot` deleted these queued objects; each leaves the
+    /// GC queue once every slot of the ring has.
+    GcDoneOn {
+        slot: u32,
+        objects: Vec<u64>,
+    },
     /// Queues repairs: each range's replica on its slot missed a write
     /// acknowledged without it. Overlapping and adjacent ranges of one
     /// object and slot are merged.

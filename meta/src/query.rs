@@ -5,8 +5,8 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::dav::{locks_around, props_of};
 use crate::schema::{
-    DIRENTS, FLOCKS, GC, INODES, LEASES, LOCKS, PROPS, REPAIRS, RING, SESSIONS, StoredRepair,
-    WRITES, WriteLease, XATTRS, dec, get_inode, storage, xattrs_of,
+    DIRENTS, FLOCKS, GC, GC_DONE, INODES, LEASES, LOCKS, PROPS, REPAIRS, RING, SESSIONS,
+    StoredRepair, WRITES, WriteLease, XATTRS, dec, get_inode, storage, xattrs_of,
 };
 use crate::store::MetaStore;
 use crate::types::*;
@@ -337,6 +337,48 @@ impl MetaStore {
                     object: inode.object,
                     blocks: inode.size.max(dirty).div_ceil(512),
                 });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Like [`MetaStore::gc_list`], each with the slots that deleted it,
+    /// leaving out those only slots in `skip` (down) still have to delete:
+    /// a node that is down holds up nothing but its own deletes.
+    pub async fn gc_due(
+        &self,
+        limit: usize,
+        min_age_ns: i64,
+        slots: u32,
+        skip: Vec<u32>,
+    ) -> Result<Vec<GcDue>, MetaError> {
+        let before = now_ns().saturating_sub(min_age_ns.max(0));
+        self.read(move |tx| {
+            let t = tx.open_table(GC).map_err(storage)?;
+            let done_t = tx.open_table(GC_DONE).map_err(storage)?;
+            let mut out = Vec::new();
+            for e in t.iter().map_err(storage)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = e.map_err(storage)?;
+                let entry = dec::<GcEntry>(v.value())?;
+                if entry.queued > before {
+                    continue;
+                }
+                let id = k.value();
+                let mut done = Vec::new();
+                for d in done_t.range((id, 0)..=(id, u32::MAX)).map_err(storage)? {
+                    done.push(d.map_err(storage)?.0.value().1);
+                }
+                if (0..slots)
+                    .filter(|s| !done.contains(s))
+                    .all(|s| skip.contains(&s))
+                {
+                    continue;
+                }
+                out.push(GcDue { entry, done });
             }
             Ok(out)
         })

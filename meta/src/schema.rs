@@ -37,6 +37,9 @@ pub(crate) const ORPHANS: TableDefinition<u64, u64> = TableDefinition::new("orph
 /// (slot, object id, first block) -> [`StoredRepair`]: blocks of an object
 /// that the datanode in `slot` missed (see [`crate::types::RepairRange`]).
 pub(crate) const REPAIRS: TableDefinition<(u32, u64, u64), &[u8]> = TableDefinition::new("repairs");
+/// (object id, slot) -> (): the slots whose datanode deleted a queued
+/// object; it leaves [`GC`] once every slot of the ring has.
+pub(crate) const GC_DONE: TableDefinition<(u64, u32), ()> = TableDefinition::new("gc_done");
 /// Table name -> format version (see [`tessera_rpc::formats`]).
 pub(crate) const FORMATS: TableDefinition<&str, u32> = TableDefinition::new("formats");
 /// The format of each table's records (postcard). Bump a table's version
@@ -58,6 +61,7 @@ pub(crate) const TABLE_FORMATS: &[(&str, u32)] = &[
     ("sessions", 1),
     ("orphans", 1),
     ("repairs", 1),
+    ("gc_done", 1),
 ];
 
 /// One range of the repair queue, less its key.

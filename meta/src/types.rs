@@ -167,6 +167,13 @@ pub struct GcEntry {
     pub queued: i64,
 }
 
+/// An object waiting to be deleted, with the slots whose datanode did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcDue {
+    pub entry: GcEntry,
+    pub done: Vec<u32>,
+}
+
 /// Attributes a caller may change; `None` leaves one as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetAttr {

@@ -42,6 +42,7 @@ pub(crate) struct Tables<'t> {
     sessions: redb::Table<'t, u64, i64>,
     orphans: redb::Table<'t, u64, u64>,
     repairs: redb::Table<'t, (u32, u64, u64), &'static [u8]>,
+    gc_done: redb::Table<'t, (u64, u32), ()>,
     /// What the changes applied so far touched, for the change feed.
     pub(crate) events: Vec<Event>,
     /// Writes made so far in this transaction: a change that fails after
@@ -75,6 +76,7 @@ impl<'t> Tables<'t> {
             sessions: tx.open_table(SESSIONS).map_err(storage)?,
             orphans: tx.open_table(ORPHANS).map_err(storage)?,
             repairs: tx.open_table(REPAIRS).map_err(storage)?,
+            gc_done: tx.open_table(GC_DONE).map_err(storage)?,
             events: Vec::new(),
             written: 0,
             fail_write,
@@ -294,6 +296,7 @@ impl<'t> Tables<'t> {
             Change::Abandon { object } => self.abandon(object),
             Change::ReapLeases { ttl_ns } => self.reap_leases(ttl_ns, now),
             Change::GcDone { objects } => self.gc_done(objects),
+            Change::GcDoneOn { slot, objects } => self.gc_done_on(slot, objects),
             Change::NeedRepair { ranges } => self.need_repair(ranges),
             Change::RepairDone { done } => self.repair_done(done),
             Change::Register {
