@@ -835,3 +835,138 @@ async fn dead_properties_are_atomic_bounded_copied_and_dropped_with_their_inode(
     let with: Vec<u64> = listing.props.iter().map(|(i, _)| *i).collect();
     assert_eq!(with, [g.ino]);
 }
+
+fn range(slot: u32, object: ObjectRef, first: u64, end: u64) -> RepairRange {
+    RepairRange {
+        slot,
+        object,
+        first,
+        end,
+    }
+}
+
+#[tokio::test]
+async fn the_repair_queue_merges_ranges_and_keeps_what_changed_during_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 3).await;
+    let o = ObjectRef {
+        id: 42,
+        seed: 1,
+        width: 3,
+    };
+    let other = ObjectRef { id: 43, ..o };
+    let need = |ranges| Change::NeedRepair { ranges };
+    // Overlapping and adjacent ranges of one object and slot merge; other
+    // slots and objects stay apart.
+    s.apply(need(vec![
+        range(2, o, 0, 100),
+        range(2, o, 100, 150),
+        range(2, o, 120, 300),
+        range(2, o, 1000, 1010),
+        range(1, o, 0, 100),
+        range(2, other, 5, 6),
+    ]))
+    .await
+    .unwrap();
+    let q = s.repairs(Some(2), 100).await.unwrap();
+    let spans: Vec<(u64, u64, u64)> = q
+        .iter()
+        .map(|e| (e.range.object.id, e.range.first, e.range.end))
+        .collect();
+    assert_eq!(spans, [(42, 0, 300), (42, 1000, 1010), (43, 5, 6)]);
+    assert_eq!(q[0].range.object, o, "seed and width are kept");
+    // A range bridging two merges them all.
+    s.apply(need(vec![range(2, o, 290, 1000)])).await.unwrap();
+    let q = s.repairs(Some(2), 100).await.unwrap();
+    assert_eq!((q[0].range.first, q[0].range.end), (0, 1010));
+    assert_eq!(q.len(), 2);
+    // Counts: the blocks placement puts on each slot (R=2 of width 3).
+    let per_slot = s.under_replicated(2).await.unwrap();
+    assert_eq!(
+        per_slot,
+        [
+            (1, o.blocks_on(1, 0..100, 2)),
+            (2, o.blocks_on(2, 0..1010, 2) + other.blocks_on(2, 5..6, 2))
+        ]
+    );
+    // A repair done against an entry that changed since it was handed out
+    // leaves it (a write missed meanwhile is not lost); done against the
+    // current one removes it.
+    let handed = q[0];
+    s.apply(need(vec![range(2, o, 1010, 1020)])).await.unwrap();
+    s.apply(Change::RepairDone { done: vec![handed] })
+        .await
+        .unwrap();
+    let q = s.repairs(Some(2), 100).await.unwrap();
+    assert_eq!((q[0].range.first, q[0].range.end), (0, 1020));
+    s.apply(Change::RepairDone { done: vec![q[0]] })
+        .await
+        .unwrap();
+    let q = s.repairs(Some(2), 100).await.unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].range.object.id, 43);
+    // Bad ranges are refused and change nothing.
+    for bad in [
+        range(3, o, 0, 1),
+        range(0, o, 5, 5),
+        range(0, ObjectRef::NONE, 0, 1),
+    ] {
+        assert!(matches!(
+            s.apply(need(vec![range(0, o, 0, 1), bad])).await,
+            Err(MetaError::Invalid(_))
+        ));
+    }
+    assert!(s.repairs(Some(0), 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn gc_finishes_per_slot_and_waits_only_for_slots_that_have_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    register(&s, 3).await;
+    let ids = lease(&s, 2).await;
+    for o in &ids {
+        s.apply(Change::Abandon { object: o.id }).await.unwrap();
+    }
+    s.apply(Change::NeedRepair {
+        ranges: vec![range(2, ids[0], 0, 10)],
+    })
+    .await
+    .unwrap();
+    let due = s.gc_due(10, 0, 3, vec![]).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.done.is_empty()));
+    // Slots 0 and 1 deleted the first; slot 2 is down: only the second is
+    // still due from the slots that are up.
+    for slot in [0, 1] {
+        s.apply(Change::GcDoneOn {
+            slot,
+            objects: vec![ids[0].id],
+        })
+        .await
+        .unwrap();
+    }
+    let due = s.gc_due(10, 0, 3, vec![2]).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].entry.object.id, ids[1].id);
+    let due = s.gc_due(10, 0, 3, vec![]).await.unwrap();
+    assert_eq!(due[0].done, [0, 1]);
+    // Slot 2 back and done: the object leaves the queue, its repairs too.
+    s.apply(Change::GcDoneOn {
+        slot: 2,
+        objects: vec![ids[0].id],
+    })
+    .await
+    .unwrap();
+    assert_eq!(gc_ids(&s, 10).await, [ids[1].id]);
+    assert!(s.repairs(None, 10).await.unwrap().is_empty());
+    assert!(matches!(
+        s.apply(Change::GcDoneOn {
+            slot: 3,
+            objects: vec![ids[1].id]
+        })
+        .await,
+        Err(MetaError::Invalid(_))
+    ));
+}
