@@ -108,6 +108,7 @@ pub struct Wake {
     pub scrub: u64,
 }
 
+#[derive(Clone)]
 pub struct Healer {
     store: BlockStore,
     meta: MetaClient,
@@ -216,12 +217,7 @@ impl Healer {
 
     async fn peers(&self) -> Result<Peers, String> {
         let ring = self.meta.ring().await.map_err(|e| e.to_string())?;
-        let len = ring
-            .slots
-            .iter()
-            .map(|s| s.slot as usize + 1)
-            .max()
-            .unwrap_or(0);
+        let len = ring.width() as usize;
         let mut clients = vec![None; len];
         for s in &ring.slots {
             if s.slot != self.slot && !ring.down.contains(&s.slot) {
@@ -451,7 +447,7 @@ impl Healer {
             while running.len() < parallel
                 && let Some((object, range, tries)) = queue.pop_front()
             {
-                let (me, peers) = (self.clone_parts(), peers.clone());
+                let (me, peers) = (self.clone(), peers.clone());
                 running.spawn(async move {
                     let h = me.heal(&peers, object, range.clone(), check).await;
                     ((object, range, tries), h)
@@ -496,18 +492,6 @@ impl Healer {
             }
         }
         sum
-    }
-
-    /// What a step running as its own task needs.
-    fn clone_parts(&self) -> Healer {
-        Healer {
-            store: self.store.clone(),
-            meta: self.meta.clone(),
-            transport: self.transport.clone(),
-            slot: self.slot,
-            options: self.options,
-            report: self.report.clone(),
-        }
     }
 
     /// Heals this slot's share of blocks `range` of `object`.

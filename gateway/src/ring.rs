@@ -121,12 +121,7 @@ impl RingCache {
 }
 
 fn build(transport: &Transport, ring: Ring, timeout: Duration, old: Option<&RingView>) -> RingView {
-    let len = ring
-        .slots
-        .iter()
-        .map(|s| s.slot as usize + 1)
-        .max()
-        .unwrap_or(0);
+    let len = ring.width() as usize;
     let mut nodes: Vec<Option<DatanodeClient>> = vec![None; len];
     for s in &ring.slots {
         let reuse = old

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tessera_datanode::GetResult;
 use tessera_datanode::extent::GROUP_BLOCKS;
+use tessera_gateway::Fs;
 use tessera_gateway::placement::{self, seed_for_path};
-use tessera_gateway::{Fs, Stats};
 use tessera_integration::cluster::{TestCluster, test_options};
 use tessera_integration::data::pseudo_random;
 use tessera_meta::{Inode, ROOT_INO, Settings};
@@ -106,7 +106,9 @@ async fn concurrent_writers_to_neighbouring_blocks_of_one_row() {
 }
 
 /// R=3 W=2: a node down during an overwrite keeps the old generation; reads
-/// at Q=2 meet it, serve the newer copy, and write it back.
+/// at Q=2 meet it and serve the newer copy, and it gets the newer copy back
+/// (written back by the reads, or copied by the node itself from meta's
+/// repair queue, whichever comes first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_generation_replica_is_repaired() {
     let settings = Settings {
@@ -172,6 +174,5 @@ async fn a_stale_generation_replica_is_repaired() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(Stats::get(&c.fs.stats().repairs_done) >= asked.len() as u64);
     c.shutdown().await;
 }

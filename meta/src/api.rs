@@ -266,7 +266,7 @@ impl MetaService {
             MetaRequest::Scrub => MetaReply::Scrub(s.health().request_scrub()),
             MetaRequest::GcDue { limit, min_age_ns } => {
                 let ring = s.ring().await?;
-                let slots = ring.slots.iter().map(|r| r.slot + 1).max().unwrap_or(0);
+                let slots = ring.width();
                 let down = s.health().down_slots(&ring);
                 let limit = limit.min(10_000) as usize;
                 MetaReply::GcDue(s.gc_due(limit, min_age_ns, slots, down).await?)

@@ -159,6 +159,13 @@ pub struct Ring {
     pub rebuilding: Vec<u32>,
 }
 
+impl Ring {
+    /// Slots the ring spans: one past the highest slot held.
+    pub fn width(&self) -> u32 {
+        self.slots.iter().map(|s| s.slot + 1).max().unwrap_or(0)
+    }
+}
+
 /// An object waiting to be deleted from the datanodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcEntry {
