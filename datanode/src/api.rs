@@ -140,6 +140,16 @@ impl Service for DatanodeService {
     type Response = DatanodeResponse;
     const NAME: &'static str = "datanode";
 
+    fn call_name(req: &DatanodeRequest) -> &'static str {
+        match req {
+            DatanodeRequest::Put { .. } => "put",
+            DatanodeRequest::Get { .. } => "get",
+            DatanodeRequest::DeleteObjects(_) => "delete_objects",
+            DatanodeRequest::ReportCorrupt { .. } => "report_corrupt",
+            DatanodeRequest::Stats => "stats",
+        }
+    }
+
     async fn handle(&self, req: DatanodeRequest, payload: Bytes) -> (DatanodeResponse, Payload) {
         match self.handle_inner(req, payload, true).await {
             Ok((reply, payload)) => (Ok(reply), payload),

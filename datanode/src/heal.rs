@@ -385,6 +385,7 @@ impl Healer {
             r.scrubbing = None;
             r.scrub_pass = pass;
             r.scrub = c;
+            r.scrub_total.add(&c);
             r.repaired += c.repaired;
         });
     }

@@ -21,6 +21,7 @@
 //! - [`wire`]: block payloads on the wire (raw bytes, no serializer).
 //! - [`api`]: request/response enums, [`DatanodeService`], the typed [`DatanodeClient`].
 //! - [`heal`]: the repair queue, rebuild and scrub, each node for its own slot.
+//! - [`metrics`]: what the node shows on its Prometheus endpoint.
 //! - [`server`]: `run(config, listener, secret, shutdown)` for `tessera datanode`.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod block;
 pub mod extent;
 mod file;
 pub mod heal;
+pub mod metrics;
 pub mod server;
 pub mod sha;
 pub mod store;

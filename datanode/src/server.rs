@@ -109,13 +109,25 @@ pub async fn run(
     let meta = MetaClient::new(&transport, &config.meta);
     let node_id = store.node_id().to_string();
     let (stop_reports, stopped) = tokio::sync::watch::channel(false);
+    let heal = Arc::new(std::sync::Mutex::new(tessera_meta::HealReport::default()));
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let metrics: Arc<dyn tessera_rpc::metrics::Source> = Arc::new(crate::metrics::NodeMetrics {
+        store: store.clone(),
+        heal: heal.clone(),
+        slot: slot.clone(),
+    });
+    tessera_rpc::metrics::register(&metrics);
     let reports = tokio::spawn(report_to_meta(
-        meta,
-        transport.clone(),
-        store.clone(),
-        addr.clone(),
-        config.slot,
-        config.heal,
+        Reporter {
+            meta,
+            transport: transport.clone(),
+            store: store.clone(),
+            addr: addr.clone(),
+            wanted: config.slot,
+            heal: config.heal,
+            report: heal,
+            slot,
+        },
         stopped,
     ));
     tracing::info!(%node_id, %addr, data = %config.data.display(), "datanode serving");
@@ -130,7 +142,24 @@ pub async fn run(
     // go of it (it stops between heartbeats).
     let _ = stop_reports.send(true);
     let _ = reports.await;
+    drop(metrics);
     Ok(())
+}
+
+/// What the reporter needs: meta, the node, and what it shares with the
+/// node's metrics.
+struct Reporter {
+    meta: MetaClient,
+    transport: Transport,
+    store: BlockStore,
+    addr: String,
+    /// The slot asked for (`--slot`).
+    wanted: Option<u32>,
+    heal: HealOptions,
+    /// The node's healing, as heartbeats and metrics show it.
+    report: Arc<std::sync::Mutex<tessera_meta::HealReport>>,
+    /// Set to the slot once registered.
+    slot: Arc<std::sync::OnceLock<u32>>,
 }
 
 /// The note of the slot a node registered in.
@@ -141,17 +170,18 @@ const SLOT: &str = "slot";
 /// long as the node runs, until `stop` turns true. If meta forgot the
 /// registration (another node took the slot, or meta's ring was replaced)
 /// it says so in the log once per minute and keeps trying.
-async fn report_to_meta(
-    meta: MetaClient,
-    transport: Transport,
-    store: BlockStore,
-    addr: String,
-    wanted: Option<u32>,
-    heal: HealOptions,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+async fn report_to_meta(reporter: Reporter, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Reporter {
+        meta,
+        transport,
+        store,
+        addr,
+        wanted,
+        heal,
+        report,
+        slot: noted,
+    } = reporter;
     let node_id = store.node_id().to_string();
-    let report = Arc::new(std::sync::Mutex::new(tessera_meta::HealReport::default()));
     let prepared = tokio::select! {
         r = prepare_rebuild(&meta, &store, wanted) => r,
         _ = stop.wait_for(|&s| s) => return,
@@ -168,6 +198,7 @@ async fn report_to_meta(
     let Some(slot) = registered else {
         return;
     };
+    let _ = noted.set(slot);
     if let Err(e) = store.set_note(SLOT, Some(slot.to_string())).await {
         tracing::warn!(error = %e, "cannot note the node's slot");
     }

@@ -76,6 +76,13 @@ pub struct StoreStats {
     pub damaged_puts: u64,
     /// Durable commits since start (each holds every put waiting when it began).
     pub commits: u64,
+    /// Blocks stored by puts since start, and their bytes.
+    pub written_blocks: u64,
+    pub written_bytes: u64,
+    /// Blocks asked for by gets since start (found, missing or damaged),
+    /// and the bytes of the answers.
+    pub read_blocks: u64,
+    pub read_bytes: u64,
     /// Size of the file system holding the data, bytes (0: unknown).
     pub capacity: u64,
     /// Bytes more this node can take: free space on that file system less
@@ -221,6 +228,16 @@ pub struct BlockStore {
     corrupt_reported: Arc<AtomicU64>,
     damaged_puts: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+    traffic: Arc<Traffic>,
+}
+
+/// Blocks and bytes in and out since start (see [`StoreStats`]).
+#[derive(Debug, Default)]
+struct Traffic {
+    written_blocks: AtomicU64,
+    written_bytes: AtomicU64,
+    read_blocks: AtomicU64,
+    read_bytes: AtomicU64,
 }
 
 /// Opens (or creates) the redb file at `path` (see [`crate::file`]).
@@ -349,6 +366,7 @@ impl BlockStore {
             corrupt_reported: Arc::default(),
             damaged_puts: Arc::default(),
             commits,
+            traffic: Arc::default(),
         })
     }
 
@@ -448,6 +466,7 @@ impl BlockStore {
         verify: bool,
     ) -> Result<Vec<PutResult>, DatanodeError> {
         let n = items.len();
+        let sizes: Vec<u32> = items.iter().map(|i| i.block.data.len() as u32).collect();
         // Hash off the runtime (in parallel with other batches; inline for a
         // few blocks) before the commit thread sees anything; sort for the
         // row merge meanwhile.
@@ -493,9 +512,20 @@ impl BlockStore {
             .submit(Job::Put(good, tx))
             .await
             .map_err(storage)?;
+        let (mut blocks, mut bytes) = (0, 0);
         for (pos, r) in rx.await.map_err(storage)?? {
+            if r == PutResult::Stored {
+                blocks += 1;
+                bytes += u64::from(sizes[pos]);
+            }
             results[pos] = r;
         }
+        self.traffic
+            .written_blocks
+            .fetch_add(blocks, Ordering::Relaxed);
+        self.traffic
+            .written_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         Ok(results)
     }
 
@@ -512,6 +542,7 @@ impl BlockStore {
                 "block indices must be strictly increasing".into(),
             ));
         }
+        let asked = indices.len() as u64;
         let db = self.db.get().await?;
         let (batch, corrupt) = tessera_rpc::blocking(move || {
             let tx = db.begin_read().map_err(storage)?;
@@ -525,7 +556,12 @@ impl BlockStore {
                 .fetch_add(corrupt as u64, Ordering::Relaxed);
             tracing::warn!(object, corrupt, "damaged block records found on read");
         }
-        Ok((batch.finish(), corrupt))
+        let batch = batch.finish();
+        let t = &self.traffic;
+        t.read_blocks.fetch_add(asked, Ordering::Relaxed);
+        let bytes = batch.iter().map(|b| b.len() as u64).sum();
+        t.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok((batch, corrupt))
     }
 
     /// Like [`BlockStore::get_packed`], decoded (tests and tools).
@@ -604,6 +640,10 @@ impl BlockStore {
             corrupt_reported: self.corrupt_reported.load(Ordering::Relaxed),
             damaged_puts: self.damaged_puts.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
+            written_blocks: self.traffic.written_blocks.load(Ordering::Relaxed),
+            written_bytes: self.traffic.written_bytes.load(Ordering::Relaxed),
+            read_blocks: self.traffic.read_blocks.load(Ordering::Relaxed),
+            read_bytes: self.traffic.read_bytes.load(Ordering::Relaxed),
             capacity,
             available,
         })

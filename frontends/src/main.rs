@@ -75,6 +75,15 @@ impl AccessArgs {
     }
 }
 
+/// Where to serve Prometheus metrics.
+#[derive(Args, Clone)]
+struct MetricsArg {
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
+    /// 127.0.0.1:9100 (`:0` picks a free port, named in the ready line).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum UserCommand {
     /// Add a user to a users file, or change their password. The password
@@ -144,6 +153,8 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         datanode_cache_mib: usize,
         #[command(flatten)]
+        metrics: MetricsArg,
+        #[command(flatten)]
         access: AccessArgs,
     },
     /// Manage the users of a users file (see --users).
@@ -166,6 +177,8 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 3000,
               value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
         node_timeout_ms: u64,
+        #[command(flatten)]
+        metrics: MetricsArg,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -204,6 +217,8 @@ enum Command {
         #[arg(long, value_name = "S", default_value_t = 3600)]
         scrub_pause_s: u64,
         #[command(flatten)]
+        metrics: MetricsArg,
+        #[command(flatten)]
         secret: SecretArg,
     },
     /// FUSE-mount the file system (as root; serves until unmounted or
@@ -220,6 +235,8 @@ enum Command {
         /// `umount MOUNTPOINT` ends it).
         #[arg(long)]
         daemon: bool,
+        #[command(flatten)]
+        metrics: MetricsArg,
         #[command(flatten)]
         secret: SecretArg,
     },
@@ -272,6 +289,8 @@ enum Command {
         /// collected (a long upload renews it while it streams).
         #[arg(long, value_name = "SECS", default_value_t = 6 * 3600)]
         upload_ttl: u64,
+        #[command(flatten)]
+        metrics: MetricsArg,
         #[command(flatten)]
         access: AccessArgs,
         #[command(flatten)]
@@ -394,6 +413,7 @@ async fn run(cli: Cli) -> Result<()> {
             webdav,
             mount,
             datanode_cache_mib,
+            metrics,
             access,
         } => {
             let config = up::UpConfig {
@@ -404,6 +424,7 @@ async fn run(cli: Cli) -> Result<()> {
                 webdav,
                 access: access.access(),
                 datanode_cache_bytes: datanode_cache_mib << 20,
+                metrics: metrics.metrics,
                 ..Default::default()
             };
             up::run(config, shutdown, None).await
@@ -430,14 +451,17 @@ async fn run(cli: Cli) -> Result<()> {
             data,
             settings,
             node_timeout_ms,
+            metrics,
             secret,
         } => {
+            let metrics = servers::metrics(metrics.metrics.as_deref(), &shutdown).await?;
             servers::meta(
                 &listen,
                 data,
                 settings.settings()?,
                 Duration::from_millis(node_timeout_ms),
                 secret.resolve()?,
+                metrics,
                 shutdown,
             )
             .await
@@ -452,6 +476,7 @@ async fn run(cli: Cli) -> Result<()> {
             reserve_mib,
             scrub_mib_per_s,
             scrub_pause_s,
+            metrics,
             secret,
         } => {
             let mut config = DatanodeConfig::new(data, meta);
@@ -461,16 +486,21 @@ async fn run(cli: Cli) -> Result<()> {
             config.cache_bytes = cache_mib << 20;
             config.advertise = advertise;
             config.reserve_bytes = reserve_mib.map(|m| m << 20);
-            servers::datanode(&listen, config, secret.resolve()?, shutdown).await
+            let metrics = servers::metrics(metrics.metrics.as_deref(), &shutdown).await?;
+            servers::datanode(&listen, config, secret.resolve()?, metrics, shutdown).await
         }
         Command::Mount {
             mountpoint,
             meta,
             daemon,
+            metrics,
             secret,
         } => {
             if daemon {
                 return daemonize();
+            }
+            if let Some(m) = servers::metrics(metrics.metrics.as_deref(), &shutdown).await? {
+                tracing::info!("Prometheus metrics on http://{m}/metrics");
             }
             let secret = secret.resolve().context("mount")?;
             let options = FsOptions {
@@ -503,6 +533,7 @@ async fn run(cli: Cli) -> Result<()> {
             webdav,
             gc_grace,
             upload_ttl,
+            metrics,
             access,
             secret,
         } => {
@@ -517,6 +548,7 @@ async fn run(cli: Cli) -> Result<()> {
                 &access.access(),
                 secret.resolve().context("gateway")?,
                 options,
+                servers::metrics(metrics.metrics.as_deref(), &shutdown).await?,
                 shutdown,
             )
             .await

@@ -20,6 +20,29 @@ pub async fn bind(addr: &str, what: &str) -> Result<(TcpListener, SocketAddr)> {
     Ok((l, a))
 }
 
+/// Serves the process's Prometheus metrics (`GET /metrics`) on `addr`, if
+/// given, until `shutdown`; returns the address it listens on.
+pub async fn metrics(
+    addr: Option<&str>,
+    shutdown: &CancellationToken,
+) -> Result<Option<SocketAddr>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let (listener, bound) = bind(addr, "metrics").await?;
+    tokio::spawn(tessera_rpc::metrics::serve(
+        listener,
+        shutdown.clone().cancelled_owned(),
+    ));
+    Ok(Some(bound))
+}
+
+/// Where the metrics are, for a ready line: " (metrics on http://…/metrics)".
+pub fn metrics_note(at: Option<SocketAddr>) -> String {
+    at.map(|a| format!(" (metrics on http://{a}/metrics)"))
+        .unwrap_or_default()
+}
+
 /// `tessera meta`.
 pub async fn meta(
     listen: &str,
@@ -27,6 +50,7 @@ pub async fn meta(
     settings: Option<Settings>,
     node_timeout: Duration,
     secret: Secret,
+    metrics: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let config = MetaConfig {
@@ -36,7 +60,11 @@ pub async fn meta(
     };
     let store = tessera_meta::server::open(&config).await?;
     let (listener, addr) = bind(listen, "meta").await?;
-    println!("tessera meta listening on {addr} ({})", store.settings());
+    println!(
+        "tessera meta listening on {addr} ({}){}",
+        store.settings(),
+        metrics_note(metrics)
+    );
     tessera_meta::server::serve_store(store, listener, secret, shutdown.cancelled_owned()).await;
     Ok(())
 }
@@ -46,13 +74,17 @@ pub async fn datanode(
     listen: &str,
     config: DatanodeConfig,
     secret: Secret,
+    metrics: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let (listener, addr) = bind(listen, "datanode").await?;
     config.registered_addr(&addr.to_string())?;
     let store = tessera_datanode::server::open(&config).await?;
     drop(store); // opened once to fail early on a bad data directory; run reopens it
-    println!("tessera datanode listening on {addr}");
+    println!(
+        "tessera datanode listening on {addr}{}",
+        metrics_note(metrics)
+    );
     tessera_datanode::run(config, listener, secret, shutdown.cancelled_owned()).await?;
     Ok(())
 }
@@ -85,6 +117,7 @@ pub async fn gateway(
     access: &Access,
     secret: Secret,
     options: FsOptions,
+    metrics: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let security = access.security()?;
@@ -93,9 +126,10 @@ pub async fn gateway(
     let fs = connect_fs(meta, secret, options, Duration::from_secs(30)).await?;
     let workers = fs.start_background(shutdown.clone());
     println!(
-        "tessera gateway listening on {}://{addr}/ (WebDAV{})",
+        "tessera gateway listening on {}://{addr}/ (WebDAV{}){}",
         access.scheme(),
-        access.describe()
+        access.describe(),
+        metrics_note(metrics)
     );
     crate::webdav::serve_secure(
         listener,

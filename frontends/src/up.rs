@@ -27,6 +27,8 @@ pub struct UpConfig {
     pub datanode_cache_bytes: usize,
     /// Also FUSE-mount the file system here.
     pub mount: Option<PathBuf>,
+    /// Serve Prometheus metrics of every service here.
+    pub metrics: Option<String>,
 }
 
 impl Default for UpConfig {
@@ -40,6 +42,7 @@ impl Default for UpConfig {
             options: FsOptions::default(),
             datanode_cache_bytes: 128 << 20,
             mount: None,
+            metrics: None,
         }
     }
 }
@@ -65,6 +68,7 @@ pub async fn run(
     if let Ok(addr) = config.webdav.parse::<std::net::SocketAddr>() {
         config.access.check_exposure(addr, &security)?;
     }
+    let metrics = crate::servers::metrics(config.metrics.as_deref(), &shutdown).await?;
     let data = config.data.clone();
     tokio::fs::create_dir_all(&data)
         .await
@@ -146,6 +150,9 @@ pub async fn run(
         "tessera up: cluster status with `tessera status --meta {meta_addr} --secret-file {}`",
         data.join("secret").display()
     );
+    if let Some(m) = metrics {
+        println!("tessera up: Prometheus metrics on http://{m}/metrics");
+    }
     // The mount is a client of its own (its own engine and name in meta),
     // so it hears of changes made over WebDAV like any other client.
     let mut mounted = None;

@@ -48,6 +48,8 @@ pub struct Fs {
     /// The last [`Fs::space`] answer and when it was asked.
     space: Arc<std::sync::Mutex<Option<(std::time::Instant, Space)>>>,
     repair_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Vec<repair::RepairJob>>>>>,
+    /// Reported on the process's metrics endpoint while any clone lives.
+    _metrics: Arc<dyn tessera_rpc::metrics::Source>,
 }
 
 impl Fs {
@@ -68,10 +70,21 @@ impl Fs {
                 options.detached_put_bytes.div_ceil(1024).max(1),
             )),
         };
+        let engine = Arc::new(Engine::new(meta, io, options));
+        let metrics: Arc<dyn tessera_rpc::metrics::Source> =
+            Arc::new(crate::metrics::GatewayMetrics {
+                holder: engine.holder,
+                stats: engine.io.stats.clone(),
+                repair: engine.io.repair.clone(),
+                missed: engine.io.missed.clone(),
+                ring: engine.io.ring.clone(),
+            });
+        tessera_rpc::metrics::register(&metrics);
         Ok(Fs {
-            engine: Arc::new(Engine::new(meta, io, options)),
+            engine,
             space: Arc::default(),
             repair_rx: Arc::new(std::sync::Mutex::new(Some(repair_rx))),
+            _metrics: metrics,
         })
     }
 

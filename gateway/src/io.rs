@@ -112,6 +112,7 @@ impl BlockIo {
         }
         let o = *object;
         let bytes = n * BLOCK_SIZE;
+        let data_bytes: u64 = blocks.iter().map(|b| b.data.len() as u64).sum();
         let sets =
             Arc::new(tessera_rpc::compute(bytes, move || replica_sets(&o, first, &blocks)).await);
         let mut view = self.ring.get();
@@ -240,6 +241,8 @@ impl BlockIo {
                     );
                 }
                 self.record_misses(object, first, r, &sets, stored, running);
+                Stats::add(&self.stats.written_blocks, n as u64);
+                Stats::add(&self.stats.written_bytes, data_bytes);
                 return Ok(());
             }
             // A full node will not take its blocks by waiting: if some block
@@ -582,6 +585,9 @@ impl BlockIo {
             Stats::add(&self.stats.bad_replicas_seen, repairs.len() as u64);
             self.repair.submit(repairs, &self.stats);
         }
+        Stats::add(&self.stats.read_blocks, n as u64);
+        let bytes = out.iter().flatten().map(|b| b.data.len() as u64).sum();
+        Stats::add(&self.stats.read_bytes, bytes);
         Ok(out)
     }
 
@@ -607,6 +613,7 @@ impl BlockIo {
             return None;
         }
         let (id, width) = (object.id, object.width.max(1) as u64);
+        let range_len = range.end - range.start;
         // Blocks first, first + width, ... share their first replica's slot.
         // A first replica meta reports down declines at once: the block by
         // block read goes to the next replicas without asking it.
@@ -658,8 +665,12 @@ impl BlockIo {
             Some(out)
         })
         .await;
-        let counter = match out {
-            Some(_) => &self.stats.direct_reads,
+        let counter = match &out {
+            Some(data) => {
+                Stats::add(&self.stats.read_blocks, range_len);
+                Stats::add(&self.stats.read_bytes, data.len() as u64);
+                &self.stats.direct_reads
+            }
             None => &self.stats.direct_reads_declined,
         };
         Stats::add(counter, 1);

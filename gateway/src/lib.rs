@@ -15,6 +15,7 @@ mod fanout;
 pub mod fs;
 pub mod gc;
 pub mod io;
+mod metrics;
 pub mod path;
 pub mod placement;
 pub mod quorum;

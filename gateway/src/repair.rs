@@ -40,6 +40,15 @@ impl RepairQueue {
         (RepairQueue { tx }, rx)
     }
 
+    /// Batches of repairs waiting for the worker.
+    pub fn len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Queues repairs without waiting; drops them if the queue is full.
     pub fn submit(&self, jobs: Vec<RepairJob>, stats: &Stats) {
         let n = jobs.len() as u64;

@@ -32,6 +32,13 @@ pub struct Stats {
     pub detached_bytes: AtomicU64,
     /// Bytes of such puts cancelled because too much was held already.
     pub detached_dropped: AtomicU64,
+    /// Blocks written with W copies, and their bytes (each counted once,
+    /// however many replicas hold it).
+    pub written_blocks: AtomicU64,
+    pub written_bytes: AtomicU64,
+    /// Blocks read, and the bytes of file data they gave.
+    pub read_blocks: AtomicU64,
+    pub read_bytes: AtomicU64,
 }
 
 impl Stats {

@@ -6,6 +6,7 @@
 //! - [`procs`]: the real `tessera` binary as separate processes, killed
 //!   with SIGKILL, readiness from the line each server prints.
 //! - [`http`]: a small HTTP/1 client for WebDAV requests.
+//! - [`metrics`]: scrapes of a `/metrics` endpoint, parsed and checked.
 //! - [`fuse`]: real kernel FUSE mounts of an in-process cluster.
 //! - [`data`]: deterministic test content.
 //! - [`tmpfs`]: a small tmpfs to fill a disk for real.
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod data;
 pub mod fuse;
 pub mod http;
+pub mod metrics;
 pub mod procs;
 pub mod tmpfs;
 

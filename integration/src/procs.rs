@@ -62,10 +62,23 @@ pub struct Proc {
     child: Child,
     /// The address from its ready line.
     pub addr: String,
+    /// The whole ready line.
+    pub ready_line: String,
     pub stderr_path: PathBuf,
 }
 
 impl Proc {
+    /// The address of its Prometheus endpoint, from its ready line
+    /// ("… (metrics on http://ADDR/metrics)").
+    pub fn metrics_addr(&self) -> String {
+        let rest = self
+            .ready_line
+            .split("metrics on http://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{} serves no metrics: {}", self.name, self.ready_line));
+        rest.split('/').next().unwrap_or_default().to_string()
+    }
+
     /// Starts `tessera <args>` with stderr to `log_dir/<name>.log` and waits
     /// for its "listening on ADDR" line.
     pub fn start(name: &str, args: &[&str], log_dir: &Path) -> Proc {
@@ -108,16 +121,17 @@ impl Proc {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let addr = loop {
+        let (addr, ready_line) = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.split(ready).nth(1) {
                         let a = rest.split_whitespace().next().unwrap_or("");
-                        break a
+                        let a = a
                             .trim_start_matches("http://")
                             .trim_end_matches('/')
                             .to_string();
+                        break (a, line);
                     }
                 }
                 Err(_) => {
@@ -131,6 +145,7 @@ impl Proc {
             name: name.to_string(),
             child,
             addr,
+            ready_line,
             stderr_path,
         }
     }
@@ -264,6 +279,8 @@ impl ProcCluster {
                 &slot,
                 "--secret-file",
                 self.secret_arg(),
+                "--metrics",
+                "127.0.0.1:0",
             ],
             self.dir.path(),
         )
@@ -290,6 +307,8 @@ impl ProcCluster {
             "127.0.0.1:0",
             "--secret-file",
             self.secret_arg(),
+            "--metrics",
+            "127.0.0.1:0",
         ];
         args.extend(self.gateway_args.iter().map(String::as_str));
         let g = Proc::start("gateway", &args, self.dir.path());
@@ -454,6 +473,8 @@ fn start_meta_at(
         data.to_str().expect("utf-8"),
         "--secret-file",
         secret.to_str().expect("utf-8"),
+        "--metrics",
+        "127.0.0.1:0",
     ];
     args.extend(settings.iter().map(String::as_str));
     Proc::start_env("meta", &args, dir, env)

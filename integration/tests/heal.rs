@@ -9,6 +9,7 @@ use serde_json::Value;
 use tessera_datanode::{DatanodeClient, GetResult};
 use tessera_integration::data::{corrupt_in_file, pseudo_random, tagged_blocks};
 use tessera_integration::http::{Http, StatusCode};
+use tessera_integration::metrics::Scrape;
 use tessera_integration::procs::{ProcCluster, R2W2Q1, binary};
 use tessera_meta::{MetaClient, ObjectRef};
 use tessera_rpc::Transport;
@@ -257,6 +258,23 @@ async fn scrub_finds_and_repairs_blocks_damaged_at_rest() {
         .find(|n| n["slot"] == 0)
         .unwrap();
     assert_eq!(slot0["corrupt"], corrupt, "{first}");
+    // So do slot 0's metrics (it was restarted before the pass: these are
+    // the pass's own counts).
+    let m = Scrape::get(&c.datanodes[0].as_ref().unwrap().metrics_addr()).await;
+    let at = [("slot", "0")];
+    assert_eq!(
+        m.one(
+            "tessera_datanode_corrupt_blocks_total",
+            &[at[0], ("found_by", "scrub")]
+        ),
+        corrupt as f64
+    );
+    assert_eq!(
+        m.one("tessera_datanode_scrub_checked_blocks_total", &at),
+        slot0["checked"].as_u64().unwrap() as f64
+    );
+    assert!(m.one("tessera_datanode_repaired_blocks_total", &at) >= corrupt as f64);
+    assert!(m.one("tessera_datanode_scrub_passes", &at) >= 1.0);
     // status counts them too.
     let v = status_json(&c);
     assert_eq!(v["datanodes"][0]["scrub"]["corrupt"], corrupt, "{v}");

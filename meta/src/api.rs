@@ -142,6 +142,34 @@ impl Service for MetaService {
     type Response = MetaResponse;
     const NAME: &'static str = "meta";
 
+    fn call_name(req: &MetaRequest) -> &'static str {
+        match req {
+            MetaRequest::Resolve(_) => "resolve",
+            MetaRequest::ResolveParent(_) => "resolve_parent",
+            MetaRequest::List(_) => "list",
+            MetaRequest::Lookup { .. } => "lookup",
+            MetaRequest::GetAttr(_) => "getattr",
+            MetaRequest::ReadDir(_) => "readdir",
+            MetaRequest::Ring => "ring",
+            MetaRequest::GcList { .. } => "gc_list",
+            MetaRequest::Counts => "counts",
+            MetaRequest::View { .. } => "view",
+            MetaRequest::Locks(_) => "locks",
+            MetaRequest::Change(_) | MetaRequest::ChangeAs { .. } => "change",
+            MetaRequest::GetXattr { .. } => "getxattr",
+            MetaRequest::ListXattr(_) => "listxattr",
+            MetaRequest::GetLock { .. } => "getlock",
+            MetaRequest::Watch { .. } => "watch",
+            MetaRequest::NodeBeat { .. } => "node_beat",
+            MetaRequest::GatewayBeat { .. } => "gateway_beat",
+            MetaRequest::Health => "health",
+            MetaRequest::Repairs { .. } => "repairs",
+            MetaRequest::Objects { .. } => "objects",
+            MetaRequest::Scrub => "scrub",
+            MetaRequest::GcDue { .. } => "gc_due",
+        }
+    }
+
     async fn handle(&self, req: MetaRequest, payload: Bytes) -> (MetaResponse, Payload) {
         if !payload.is_empty() {
             return (

@@ -50,6 +50,8 @@ pub struct HealReport {
     /// `tessera scrub` take meta's scrub number) and what it found.
     pub scrub_pass: u64,
     pub scrub: ScrubCounts,
+    /// Every finished scrub pass since the node started, added up.
+    pub scrub_total: ScrubCounts,
     /// Blocks copied from other replicas since the node started, by the
     /// repair queue, rebuild and scrub.
     pub repaired: u64,

@@ -16,6 +16,7 @@
 //!   - `apply::queues`: reaping expired upload leases into the GC queue, and emptying it;
 //!   - `apply::ring`: datanodes registering in the ring.
 //! - [`health`]: datanodes' heartbeats and states, gateways' blocked writes (in memory).
+//! - `metrics`: node states, queue lengths and namespace counts on the Prometheus endpoint.
 //! - [`api`]: the request/response enums, the [`MetaService`] handler and the typed [`MetaClient`].
 //! - [`server`]: `run(config, listener, shutdown)` for the `tessera meta` process.
 
@@ -24,6 +25,7 @@ mod apply;
 pub mod change;
 mod dav;
 pub mod health;
+mod metrics;
 mod query;
 mod schema;
 pub mod server;

@@ -286,6 +286,17 @@ impl MetaStore {
         .await
     }
 
+    /// Ranges waiting in the repair queue.
+    pub async fn repair_ranges(&self) -> Result<u64, MetaError> {
+        self.read(move |tx| {
+            tx.open_table(REPAIRS)
+                .map_err(storage)?
+                .len()
+                .map_err(storage)
+        })
+        .await
+    }
+
     /// Per slot, how many blocks the repair queue says it misses, with `r`
     /// copies per block.
     pub async fn under_replicated(&self, r: u32) -> Result<Vec<(u32, u64)>, MetaError> {

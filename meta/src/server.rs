@@ -56,7 +56,13 @@ pub async fn serve_store(
     tracing::info!(settings = %store.settings(), addr = ?listener.local_addr().ok(), "meta serving");
     let last = store.clone();
     let sweeper = tokio::spawn(sweep_health(store.clone()));
+    let metrics: std::sync::Arc<dyn tessera_rpc::metrics::Source> =
+        std::sync::Arc::new(crate::metrics::MetaMetrics {
+            store: store.clone(),
+        });
+    tessera_rpc::metrics::register(&metrics);
     tessera_rpc::serve(listener, secret, service(store), shutdown).await;
+    drop(metrics);
     sweeper.abort();
     // Lazy changes still waiting become durable before meta goes.
     if let Err(e) = last.apply(crate::change::Change::Sync).await {

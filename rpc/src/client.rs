@@ -107,7 +107,31 @@ impl<S: Service> Client<S> {
         req: &S::Request,
         payload: Payload,
     ) -> Result<(S::Response, Bytes), Error> {
+        let started = std::time::Instant::now();
         let head = Bytes::from(codec::encode(req));
+        let sent = head.len() + payload.iter().map(Bytes::len).sum::<usize>();
+        let answer = self.call_timed(head, payload).await;
+        let (outcome, received) = match &answer {
+            Ok((_, _, received)) => ("ok", *received),
+            Err(e) => (e.kind(), 0),
+        };
+        crate::metrics::rpc().called(
+            S::NAME,
+            S::call_name(req),
+            outcome,
+            started.elapsed(),
+            sent,
+            received,
+        );
+        answer.map(|(response, payload, _)| (response, payload))
+    }
+
+    /// The call, its answer and the bytes the answer took.
+    async fn call_timed(
+        &self,
+        head: Bytes,
+        payload: Payload,
+    ) -> Result<(S::Response, Bytes, usize), Error> {
         if let Some(handler) = crate::local::find(&self.peer) {
             let payload = crate::local::join(payload);
             let call = self.call_local(handler, head, payload);
@@ -135,7 +159,7 @@ impl<S: Service> Client<S> {
         handler: crate::local::Handler,
         head: Bytes,
         payload: Bytes,
-    ) -> Result<(S::Response, Bytes), Error> {
+    ) -> Result<(S::Response, Bytes, usize), Error> {
         let peer = || self.peer.to_string();
         let call = handler(head, payload, self.transport.secret.expose());
         // In a task of its own, so that calls made together run in
@@ -156,6 +180,7 @@ impl<S: Service> Client<S> {
                 message,
             },
         })?;
+        let received = head.len() + payload.iter().map(Bytes::len).sum::<usize>();
         let (response, rest) =
             codec::decode_frame::<S::Response>(head).map_err(|message| Error::Decode {
                 peer: peer(),
@@ -167,10 +192,10 @@ impl<S: Service> Client<S> {
                 message: "bytes after the response header".into(),
             });
         }
-        Ok((response, crate::local::join(payload)))
+        Ok((response, crate::local::join(payload), received))
     }
 
-    async fn call_inner(&self, body: Segments) -> Result<(S::Response, Bytes), Error> {
+    async fn call_inner(&self, body: Segments) -> Result<(S::Response, Bytes, usize), Error> {
         let peer = || self.peer.to_string();
         let request = Request::post(self.uri.clone())
             .header(SECRET_HEADER, self.transport.secret.expose())
@@ -194,11 +219,15 @@ impl<S: Service> Client<S> {
                 message: format!("reply interrupted: {e}"),
             })?
             .to_bytes();
+        let received = body.len();
         match status {
-            StatusCode::OK => codec::decode_frame(body).map_err(|message| Error::Decode {
-                peer: peer(),
-                message,
-            }),
+            StatusCode::OK => match codec::decode_frame(body) {
+                Ok((response, payload)) => Ok((response, payload, received)),
+                Err(message) => Err(Error::Decode {
+                    peer: peer(),
+                    message,
+                }),
+            },
             StatusCode::UNAUTHORIZED => Err(Error::Unauthorized { peer: peer() }),
             StatusCode::BAD_REQUEST => Err(Error::BadRequest {
                 peer: peer(),

@@ -29,4 +29,16 @@ impl Error {
             | Error::Decode { peer, .. } => peer,
         }
     }
+
+    /// A short name of the failure, for metrics ("connect", "timeout", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Connect { .. } => "connect",
+            Error::Timeout { .. } => "timeout",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::BadRequest { .. } => "bad_request",
+            Error::Status { .. } => "status",
+            Error::Decode { .. } => "decode",
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //! - [`formats`]: format versions of stored tables, checked on open.
 //! - [`group`]: group commit, one thread batching concurrent jobs.
 //! - [`local`]: calls between services of one process (`tessera up`), without sockets.
+//! - [`metrics`]: the process's Prometheus metrics and their `/metrics` endpoint.
 //! - [`blocking`]: the one helper through which blocking work leaves the runtime.
 
 pub mod body;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod formats;
 pub mod group;
 pub mod local;
+pub mod metrics;
 pub mod secret;
 pub mod server;
 

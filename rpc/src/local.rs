@@ -74,18 +74,29 @@ pub(crate) fn register<S: Service>(
         let allowed = secret.matches(presented.as_bytes());
         let service = service.clone();
         Box::pin(async move {
+            let rpc = crate::metrics::rpc();
             if !allowed {
+                rpc.refused(S::NAME, "secret");
                 return Err(Refused::Unauthorized);
             }
-            let (request, rest) = codec::decode_frame::<S::Request>(head)
-                .map_err(|e| Refused::Malformed(format!("malformed request: {e}")))?;
+            let started = std::time::Instant::now();
+            let received = head.len() + payload.len();
+            let (request, rest) = codec::decode_frame::<S::Request>(head).map_err(|e| {
+                rpc.refused(S::NAME, "malformed");
+                Refused::Malformed(format!("malformed request: {e}"))
+            })?;
             if !rest.is_empty() {
+                rpc.refused(S::NAME, "malformed");
                 return Err(Refused::Malformed(
                     "malformed request: bytes after the header".into(),
                 ));
             }
+            let call = S::call_name(&request);
             let (response, payload) = service.handle_local(request, payload).await;
-            Ok((Bytes::from(codec::encode(&response)), payload))
+            let head = Bytes::from(codec::encode(&response));
+            let sent = head.len() + payload.iter().map(Bytes::len).sum::<usize>();
+            rpc.served(S::NAME, call, started.elapsed(), received, sent);
+            Ok((head, payload))
         })
     });
     SERVICES

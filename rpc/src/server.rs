@@ -36,6 +36,12 @@ pub trait Service: Send + Sync + 'static {
     /// Short name used in logs ("meta", "datanode").
     const NAME: &'static str;
 
+    /// The name of `req`'s call in metrics ("put", "get"): a service
+    /// labels each kind of request; the default puts all under "call".
+    fn call_name(_req: &Self::Request) -> &'static str {
+        "call"
+    }
+
     fn handle(
         &self,
         req: Self::Request,
@@ -192,6 +198,7 @@ async fn dispatch<S: Service>(
     if !presented.is_some_and(|p| secret.matches(p)) {
         // Never log what was presented: it may be a near-miss of the secret.
         tracing::warn!(service = S::NAME, %peer, present = presented.is_some(), "refused a call without the cluster secret");
+        crate::metrics::rpc().refused(S::NAME, "secret");
         return reply(
             StatusCode::UNAUTHORIZED,
             "tessera rpc: bad or missing cluster secret\n",
@@ -201,17 +208,24 @@ async fn dispatch<S: Service>(
         Ok(b) => b.to_bytes(),
         Err(e) => {
             tracing::warn!(service = S::NAME, %peer, error = %e, "unreadable request body");
+            crate::metrics::rpc().refused(S::NAME, "body");
             return reply(StatusCode::BAD_REQUEST, format!("unreadable body: {e}\n"));
         }
     };
+    let received = body.len();
+    let started = std::time::Instant::now();
     let (request, payload): (S::Request, Bytes) = match codec::decode_frame(body) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(service = S::NAME, %peer, error = %e, "malformed request");
+            crate::metrics::rpc().refused(S::NAME, "malformed");
             return reply(StatusCode::BAD_REQUEST, format!("malformed request: {e}\n"));
         }
     };
+    let call = S::call_name(&request);
     let (response, payload) = service.handle(request, payload).await;
     let head = Bytes::from(codec::encode(&response));
+    let sent = head.len() + payload.iter().map(Bytes::len).sum::<usize>();
+    crate::metrics::rpc().served(S::NAME, call, started.elapsed(), received, sent);
     Response::new(Segments::new(std::iter::once(head).chain(payload)))
 }
