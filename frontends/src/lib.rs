@@ -4,10 +4,12 @@
 //! - [`servers`]: the long-running commands (`meta`, `datanode`, `gateway`):
 //!   bind, print one ready line naming the address, serve until shutdown.
 //! - [`fuse`]: fuser over the gateway's `Fs` (`tessera mount`).
+//! - [`cli`]: the file commands (`ls`, `put`, `get`, …), a WebDAV client.
 //! - [`up`]: meta, N datanodes and a WebDAV gateway in one process.
 //!
 //! `main.rs` only parses the command line and calls these.
 
+pub mod cli;
 pub mod fuse;
 pub mod servers;
 pub mod status;
