@@ -24,7 +24,10 @@ fn help_lists_the_commands() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    for cmd in ["up", "meta", "datanode", "gateway"] {
+    for cmd in [
+        "up", "meta", "datanode", "gateway", "ls", "tree", "put", "get", "cat", "mkdir", "rm",
+        "mv", "cp", "stat", "lock", "unlock",
+    ] {
         assert!(listed.contains(&cmd), "Commands: lacks {cmd}: {listed:?}");
         let out = tessera(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help failed");
@@ -33,6 +36,14 @@ fn help_lists_the_commands() {
             help.contains(&format!("Usage: tessera {cmd}")),
             "{cmd} --help:\n{help}"
         );
+        // The file commands show how they are used.
+        if !["up", "meta", "datanode", "gateway"].contains(&cmd) {
+            assert!(
+                help.contains(&format!("Example: tessera {cmd} "))
+                    || help.contains(&format!("tessera {cmd} /")),
+                "{cmd} --help has no example:\n{help}"
+            );
+        }
     }
 }
 
