@@ -128,7 +128,11 @@ impl Dav {
         self.http.request(req).await.map_err(|e| {
             CliError::failed(
                 path.as_str(),
-                format!("cannot reach the gateway at {}: {}", self.origin, chain(&e)),
+                format!(
+                    "cannot reach the gateway at {}: {}",
+                    self.origin,
+                    tessera_rpc::client::error_chain(&e)
+                ),
             )
         })
     }
@@ -247,17 +251,6 @@ pub fn full(b: Bytes) -> Body {
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 const DAV_NS: &str = "DAV:";

@@ -31,6 +31,21 @@ pub struct Summary {
 }
 
 impl Summary {
+    fn one_sent(bytes: u64) -> Summary {
+        Summary {
+            files: 1,
+            bytes,
+            ..Default::default()
+        }
+    }
+
+    fn one_skipped() -> Summary {
+        Summary {
+            skipped: 1,
+            ..Default::default()
+        }
+    }
+
     fn add(&mut self, o: Summary) {
         self.files += o.files;
         self.bytes += o.bytes;
@@ -262,17 +277,10 @@ async fn put_tree(r: &Remote, local: &Path, dest: &RemotePath) -> Result<Summary
             let path = local.join(&rel);
             async move {
                 if skip {
-                    return Ok(Summary {
-                        skipped: 1,
-                        ..Default::default()
-                    });
+                    return Ok(Summary::one_skipped());
                 }
                 let bytes = put_file(r, &path, &p, &meta).await?;
-                Ok(Summary {
-                    files: 1,
-                    bytes,
-                    ..Default::default()
-                })
+                Ok(Summary::one_sent(bytes))
             }
         })
         .buffer_unordered(PARALLEL)
@@ -355,18 +363,11 @@ async fn get_tree(r: &Remote, remote: &RemotePath, dest: &Path) -> Result<Summar
             let path = local_of(e);
             async move {
                 if std::fs::metadata(&path).is_ok_and(|m| same(&m, e)) {
-                    return Ok(Summary {
-                        skipped: 1,
-                        ..Default::default()
-                    });
+                    return Ok(Summary::one_skipped());
                 }
                 let from = RemotePath::resolve(&RemotePath::root(), &e.path)?;
                 let bytes = get_file(r, e, &from, &path).await?;
-                Ok(Summary {
-                    files: 1,
-                    bytes,
-                    ..Default::default()
-                })
+                Ok(Summary::one_sent(bytes))
             }
         })
         .buffer_unordered(PARALLEL)
