@@ -84,6 +84,29 @@ fn same(local: &std::fs::Metadata, remote: &Entry) -> bool {
         && local.modified().is_ok_and(|m| secs(m) == remote.mtime)
 }
 
+/// Runs `jobs`, [`PARALLEL`] at a time, adding up what they did; stops
+/// starting new ones at the first failure.
+async fn in_parallel<F>(jobs: impl Iterator<Item = F>) -> Result<Summary, CliError>
+where
+    F: std::future::Future<Output = Result<Summary, CliError>>,
+{
+    stream::iter(jobs)
+        .buffer_unordered(PARALLEL)
+        .try_fold(Summary::default(), |mut total, s| async move {
+            total.add(s);
+            Ok(total)
+        })
+        .await
+}
+
+async fn local_meta(path: &Path) -> Option<std::fs::Metadata> {
+    tokio::fs::metadata(path).await.ok()
+}
+
+async fn is_dir(path: &Path) -> bool {
+    local_meta(path).await.is_some_and(|m| m.is_dir())
+}
+
 /// `put LOCAL... REMOTE [-r]`.
 pub async fn put(
     r: &Remote,
@@ -109,7 +132,9 @@ pub async fn put(
     };
     let mut total = Summary::default();
     for local in locals {
-        let meta = std::fs::metadata(local).map_err(|e| CliError::local(local, e))?;
+        let meta = tokio::fs::metadata(local)
+            .await
+            .map_err(|e| CliError::local(local, e))?;
         let dest = if into {
             let name = local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
                 CliError::usage(format!("{}: no usable file name", local.display()))
@@ -270,25 +295,19 @@ async fn put_tree(r: &Remote, local: &Path, dest: &RemotePath) -> Result<Summary
             }
         }
     }
-    let results: Vec<Result<Summary, CliError>> = stream::iter(files)
-        .map(|(rel, meta)| {
-            let p = remote_of(dest, &rel);
-            let skip = there.get(p.as_str()).is_some_and(|e| same(&meta, e));
-            let path = local.join(&rel);
-            async move {
-                if skip {
-                    return Ok(Summary::one_skipped());
-                }
-                let bytes = put_file(r, &path, &p, &meta).await?;
-                Ok(Summary::one_sent(bytes))
+    let jobs = files.into_iter().map(|(rel, meta)| {
+        let p = remote_of(dest, &rel);
+        let skip = there.get(p.as_str()).is_some_and(|e| same(&meta, e));
+        let path = local.join(&rel);
+        async move {
+            if skip {
+                return Ok(Summary::one_skipped());
             }
-        })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
-    for s in results {
-        done.add(s?);
-    }
+            let bytes = put_file(r, &path, &p, &meta).await?;
+            Ok(Summary::one_sent(bytes))
+        }
+    });
+    done.add(in_parallel(jobs).await?);
     Ok(done)
 }
 
@@ -299,7 +318,7 @@ pub async fn get(
     local: &Path,
     recursive: bool,
 ) -> Result<Summary, CliError> {
-    let into = local.is_dir();
+    let into = is_dir(local).await;
     if remotes.len() > 1 && !into {
         return Err(CliError::failed(
             &local.display().to_string(),
@@ -327,7 +346,7 @@ pub async fn get(
                 ));
             }
             total.add(get_tree(r, remote, &dest).await?);
-        } else if std::fs::metadata(&dest).is_ok_and(|m| same(&m, &e)) {
+        } else if local_meta(&dest).await.is_some_and(|m| same(&m, &e)) {
             total.skipped += 1;
         } else {
             total.bytes += get_file(r, &e, remote, &dest).await?;
@@ -341,8 +360,10 @@ pub async fn get(
 async fn get_tree(r: &Remote, remote: &RemotePath, dest: &Path) -> Result<Summary, CliError> {
     let entries = walk(r, remote).await?;
     let mut done = Summary::default();
-    if !dest.is_dir() {
-        std::fs::create_dir_all(dest).map_err(|e| CliError::local(dest, e))?;
+    if !is_dir(dest).await {
+        tokio::fs::create_dir_all(dest)
+            .await
+            .map_err(|e| CliError::local(dest, e))?;
         done.dirs += 1;
     }
     let local_of = |e: &Entry| -> PathBuf {
@@ -353,29 +374,25 @@ async fn get_tree(r: &Remote, remote: &RemotePath, dest: &Path) -> Result<Summar
     };
     for e in entries.iter().filter(|e| e.dir) {
         let d = local_of(e);
-        if !d.is_dir() {
-            std::fs::create_dir_all(&d).map_err(|err| CliError::local(&d, err))?;
+        if !is_dir(&d).await {
+            tokio::fs::create_dir_all(&d)
+                .await
+                .map_err(|err| CliError::local(&d, err))?;
             done.dirs += 1;
         }
     }
-    let results: Vec<Result<Summary, CliError>> = stream::iter(entries.iter().filter(|e| !e.dir))
-        .map(|e| {
-            let path = local_of(e);
-            async move {
-                if std::fs::metadata(&path).is_ok_and(|m| same(&m, e)) {
-                    return Ok(Summary::one_skipped());
-                }
-                let from = RemotePath::resolve(&RemotePath::root(), &e.path)?;
-                let bytes = get_file(r, e, &from, &path).await?;
-                Ok(Summary::one_sent(bytes))
+    let jobs = entries.iter().filter(|e| !e.dir).map(|e| {
+        let path = local_of(e);
+        async move {
+            if local_meta(&path).await.is_some_and(|m| same(&m, e)) {
+                return Ok(Summary::one_skipped());
             }
-        })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
-    for s in results {
-        done.add(s?);
-    }
+            let from = RemotePath::resolve(&RemotePath::root(), &e.path)?;
+            let bytes = get_file(r, e, &from, &path).await?;
+            Ok(Summary::one_sent(bytes))
+        }
+    });
+    done.add(in_parallel(jobs).await?);
     Ok(done)
 }
 
@@ -400,7 +417,7 @@ async fn get_file(
         return Err(r.refused(remote, status, &body).await);
     }
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
+        && !is_dir(parent).await
     {
         return Err(CliError::failed(
             &dest.display().to_string(),
@@ -429,13 +446,17 @@ async fn get_file(
         .await
         .map_err(|err| CliError::local(&part, err))?;
     let file = file.into_std().await;
-    if e.mtime > 0 {
-        let t = UNIX_EPOCH + Duration::from_secs(e.mtime as u64);
-        file.set_modified(t)
-            .map_err(|err| CliError::local(&part, err))?;
-    }
-    drop(file);
-    std::fs::rename(&part, dest).map_err(|err| CliError::local(dest, err))?;
+    let (mtime, at, to) = (e.mtime, part.clone(), dest.to_path_buf());
+    tessera_rpc::blocking(move || {
+        if mtime > 0 {
+            let t = UNIX_EPOCH + Duration::from_secs(mtime as u64);
+            file.set_modified(t)
+                .map_err(|err| CliError::local(&at, err))?;
+        }
+        drop(file);
+        std::fs::rename(&at, &to).map_err(|err| CliError::local(&to, err))
+    })
+    .await?;
     Ok(n)
 }
 
