@@ -33,7 +33,7 @@ struct Cli {
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Args, Clone)]
@@ -149,128 +149,21 @@ impl SettingsArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List a directory (or show a file).
+    #[command(flatten)]
+    Files(cli::FileCommand),
+    /// An interactive shell: the file commands with a current directory
+    /// (`cd`, `pwd`), history, Tab completion of commands and remote
+    /// paths, `help [COMMAND]`. `tessera` alone on a terminal starts it.
     ///
-    /// Example: tessera ls -l /photos
-    Ls {
-        /// Remote paths (absolute, or relative to /) [default: /].
-        paths: Vec<String>,
-        /// Long listing: type, size, modification time (UTC), name.
-        #[arg(short = 'l')]
-        long: bool,
-        /// Everything below, not only the directory's own entries.
-        #[arg(short = 'R')]
-        recursive: bool,
-        /// One JSON array of entries (path, name, type, size, mtime, etag).
-        #[arg(long)]
-        json: bool,
+    /// Example: tessera --url http://127.0.0.1:8080 shell
+    Shell,
+    /// Print a completion script for a shell.
+    ///
+    /// Example: tessera completions bash > /etc/bash_completion.d/tessera
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
-    /// Draw a directory's hierarchy, like tree(1).
-    ///
-    /// Example: tessera tree /projects
-    Tree {
-        /// Remote directory [default: /].
-        path: Option<String>,
-        /// The hierarchy as nested JSON ("children" under each directory).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Send local files (and trees with -r) to the cluster. Onto an
-    /// existing directory, each goes inside it. Files already there with
-    /// the same size and modification time are skipped.
-    ///
-    /// Example: tessera put -r ./photos report.pdf /backup
-    Put {
-        /// LOCAL... REMOTE
-        #[arg(required = true, num_args = 2.., value_name = "PATH")]
-        paths: Vec<String>,
-        /// Send directories and all they hold.
-        #[arg(short = 'r', long)]
-        recursive: bool,
-    },
-    /// Fetch remote files (and trees with -r). Into an existing local
-    /// directory, each goes inside it. Files already there with the same
-    /// size and modification time are skipped.
-    ///
-    /// Example: tessera get -r /backup/photos ./restored
-    Get {
-        /// REMOTE... LOCAL
-        #[arg(required = true, num_args = 2.., value_name = "PATH")]
-        paths: Vec<String>,
-        /// Fetch directories and all they hold.
-        #[arg(short = 'r', long)]
-        recursive: bool,
-    },
-    /// Print remote files to standard output.
-    ///
-    /// Example: tessera cat /notes/todo.txt
-    Cat {
-        #[arg(required = true)]
-        paths: Vec<String>,
-    },
-    /// Make remote directories.
-    ///
-    /// Example: tessera mkdir -p /projects/2027/q1
-    Mkdir {
-        #[arg(required = true)]
-        paths: Vec<String>,
-        /// Make missing parents too; an existing directory is fine.
-        #[arg(short = 'p', long)]
-        parents: bool,
-    },
-    /// Remove remote files (and directories with -r).
-    ///
-    /// Example: tessera rm -r /tmp/old
-    Rm {
-        #[arg(required = true)]
-        paths: Vec<String>,
-        /// Remove directories and all they hold.
-        #[arg(short = 'r', long)]
-        recursive: bool,
-    },
-    /// Move or rename on the server (onto a directory: into it).
-    ///
-    /// Example: tessera mv /inbox/report.pdf /archive/
-    Mv { source: String, target: String },
-    /// Copy on the server (onto a directory: into it); nothing travels
-    /// through this machine.
-    ///
-    /// Example: tessera cp -r /projects/site /projects/site-v2
-    Cp {
-        source: String,
-        target: String,
-        /// Copy directories and all they hold.
-        #[arg(short = 'r', long)]
-        recursive: bool,
-    },
-    /// Show a remote file's or directory's size, modification time and
-    /// ETag.
-    ///
-    /// Example: tessera stat --json /photos/cat.jpg
-    Stat {
-        path: String,
-        /// One JSON object (path, name, type, size, mtime, etag).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Take an exclusive write lock on a remote path and print its token
-    /// (others' writes fail with "locked" until `unlock` or the timeout).
-    ///
-    /// Example: TOKEN=$(tessera lock /db/state.json --timeout 60)
-    Lock {
-        path: String,
-        /// Seconds the lock lasts unless unlocked first.
-        #[arg(long, value_name = "SECS", default_value_t = 600,
-              value_parser = clap::value_parser!(u64).range(1..=604_800))]
-        timeout: u64,
-        /// Who holds it, as others see it [default: --user, or this machine's user].
-        #[arg(long)]
-        owner: Option<String>,
-    },
-    /// Release a lock taken with `lock`.
-    ///
-    /// Example: tessera unlock /db/state.json "$TOKEN"
-    Unlock { path: String, token: String },
     /// Run meta, datanodes and a WebDAV gateway in one process.
     Up {
         /// Data directory.
@@ -550,119 +443,42 @@ async fn main() {
     }
 }
 
-/// The file commands (a WebDAV client); `None` for the others.
+/// The file commands (a WebDAV client), the shell and completions; `None`
+/// for the others.
 async fn run_file_command(cli: &Cli) -> Option<Result<(), cli::CliError>> {
-    use tessera::cli::{listing, ops, transfer};
-    let remote = || cli::Remote::connect(&cli.url, cli.user.as_deref(), cli.quiet);
-    let print = |s: String| print!("{s}");
-    let report = |s: transfer::Summary| {
-        if !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            eprintln!("{s}");
+    let connect = || cli::Remote::connect(&cli.url, cli.user.as_deref(), cli.quiet);
+    Some(match &cli.command {
+        None | Some(Command::Shell) => {
+            if cli.command.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Some(Err(cli::CliError::usage(
+                    "no command given (`tessera --help` lists them; on a terminal, \
+                     `tessera` alone starts the shell)",
+                )));
+            }
+            match connect() {
+                Ok(r) => cli::shell::run(r).await,
+                Err(e) => Err(e),
+            }
         }
-    };
-    let run = async {
-        match &cli.command {
-            Command::Ls {
-                paths,
-                long,
-                recursive,
-                json,
-            } => {
-                let r = remote()?;
-                let paths = if paths.is_empty() {
-                    vec!["/".to_string()]
-                } else {
-                    paths.clone()
-                };
-                for p in &paths {
-                    print(listing::ls(&r, &r.path(p)?, *long, *recursive, *json).await?);
-                }
-            }
-            Command::Tree { path, json } => {
-                let r = remote()?;
-                let p = r.path(path.as_deref().unwrap_or("/"))?;
-                print(listing::tree(&r, &p, *json).await?);
-            }
-            Command::Stat { path, json } => {
-                let r = remote()?;
-                print(listing::stat(&r, &r.path(path)?, *json).await?);
-            }
-            Command::Put { paths, recursive } => {
-                let r = remote()?;
-                let (to, from) = paths.split_last().expect("clap asks for two");
-                let locals: Vec<PathBuf> = from.iter().map(PathBuf::from).collect();
-                report(transfer::put(&r, &locals, &r.path(to)?, *recursive).await?);
-            }
-            Command::Get { paths, recursive } => {
-                let r = remote()?;
-                let (to, from) = paths.split_last().expect("clap asks for two");
-                let remotes = from
-                    .iter()
-                    .map(|p| r.path(p))
-                    .collect::<Result<Vec<_>, _>>()?;
-                report(transfer::get(&r, &remotes, std::path::Path::new(to), *recursive).await?);
-            }
-            Command::Cat { paths } => {
-                let r = remote()?;
-                for p in paths {
-                    transfer::cat(&r, &r.path(p)?).await?;
-                }
-            }
-            Command::Mkdir { paths, parents } => {
-                let r = remote()?;
-                for p in paths {
-                    ops::mkdir(&r, &r.path(p)?, *parents).await?;
-                }
-            }
-            Command::Rm { paths, recursive } => {
-                let r = remote()?;
-                for p in paths {
-                    ops::rm(&r, &r.path(p)?, *recursive).await?;
-                }
-            }
-            Command::Mv { source, target } => {
-                let r = remote()?;
-                ops::mv(&r, &r.path(source)?, &r.path(target)?).await?;
-            }
-            Command::Cp {
-                source,
-                target,
-                recursive,
-            } => {
-                let r = remote()?;
-                ops::cp(&r, &r.path(source)?, &r.path(target)?, *recursive).await?;
-            }
-            Command::Lock {
-                path,
-                timeout,
-                owner,
-            } => {
-                let r = remote()?;
-                let owner = owner
-                    .clone()
-                    .or_else(|| cli.user.clone())
-                    .or_else(|| std::env::var("USER").ok())
-                    .unwrap_or_else(|| "tessera".into());
-                println!("{}", ops::lock(&r, &r.path(path)?, &owner, *timeout).await?);
-            }
-            Command::Unlock { path, token } => {
-                let r = remote()?;
-                ops::unlock(&r, &r.path(path)?, token).await?;
-            }
-            _ => return Ok(false),
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "tessera", &mut std::io::stdout());
+            Ok(())
         }
-        Ok::<bool, cli::CliError>(true)
-    };
-    match run.await {
-        Ok(true) => Some(Ok(())),
-        Ok(false) => None,
-        Err(e) => Some(Err(e)),
-    }
+        Some(Command::Files(f)) => match connect() {
+            Ok(mut r) => cli::run(&mut r, f).await,
+            Err(e) => Err(e),
+        },
+        Some(_) => return None,
+    })
 }
 
 async fn run(cli: Cli) -> Result<()> {
     let shutdown = shutdown_on_signals();
-    match cli.command {
+    let Some(command) = cli.command else {
+        unreachable!("no command: the shell ran in run_file_command")
+    };
+    match command {
         Command::Up {
             data,
             datanodes,

@@ -230,6 +230,16 @@ fn directories_copies_moves_locks_and_the_errors_people_see() {
     fails(&["mkdir", "/a"], "/a: already exists");
     fails(&["cp", "/a", "/z"], "/a: is a directory (cp -r copies it)");
     fails(&["cat", "/a"], "/a: is a directory");
+    // A trailing slash asks for a directory: never a file of that name.
+    fails(
+        &["put", f.to_str().unwrap(), "/nodir/"],
+        "/nodir: no such directory",
+    );
+    fails(&["ls", "/nodir"], "/nodir: no such file or directory");
+    fails(
+        &["put", f.to_str().unwrap(), "/a/b/f.txt/"],
+        "/a/b/f.txt: not a directory",
+    );
     fails(
         &["get", "/a/b/f.txt", "/nonexistent-dir/x"],
         "/nonexistent-dir/x",

@@ -101,6 +101,11 @@ impl Dav {
         u
     }
 
+    /// "http://host:port" and the path prefix of the URL.
+    pub fn origin(&self) -> String {
+        format!("{}{}", self.origin, self.prefix)
+    }
+
     /// The URL of `path` for a Destination header.
     pub fn destination(&self, path: &RemotePath, dir: bool) -> String {
         self.url(path, dir)

@@ -1,6 +1,9 @@
 //! The command line's file commands: a WebDAV client, so they work against
 //! any Tessera gateway (and any WebDAV server).
 //!
+//! - [`args`]: the commands' arguments and [`run`], shared with the shell.
+//! - [`shell`]: `tessera shell`, with history and Tab completion.
+//! - [`progress`]: progress bars on a terminal.
 //! - [`path`]: remote paths, resolved against a current directory.
 //! - [`dav`]: the HTTP/1.1 WebDAV client and PROPFIND parsing.
 //! - [`errors`]: HTTP answers in words a person understands.
@@ -11,13 +14,17 @@
 //! Exit codes: 0 success, 1 an operation failed (one line on stderr naming
 //! the path and the cause), 2 bad usage.
 
+pub mod args;
 pub mod dav;
 pub mod errors;
 pub mod listing;
 pub mod ops;
 pub mod path;
+pub mod progress;
+pub mod shell;
 pub mod transfer;
 
+pub use args::{FileCommand, run};
 pub use errors::CliError;
 
 use dav::Dav;
@@ -31,6 +38,10 @@ pub struct Remote {
     pub cwd: RemotePath,
     /// Nothing but errors on stderr.
     pub quiet: bool,
+    /// The user, if one was given.
+    pub user: Option<String>,
+    /// The bar of the transfer running (hidden unless [`Remote::chatty`]).
+    pub progress: progress::Progress,
 }
 
 impl Remote {
@@ -59,6 +70,8 @@ impl Remote {
             dav: Dav::new(url, auth)?,
             cwd: RemotePath::root(),
             quiet,
+            user: user.map(str::to_string),
+            progress: progress::Progress::new(false),
         })
     }
 
@@ -78,6 +91,25 @@ impl Remote {
             e.message = format!("locked {holder}");
         }
         e
+    }
+
+    /// Progress and summaries go to stderr only for a person: a terminal,
+    /// and no `--quiet`.
+    pub fn chatty(&self) -> bool {
+        !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+
+    /// A fresh progress bar for the next transfer.
+    pub fn start_transfer(&mut self) {
+        self.progress = progress::Progress::new(self.chatty());
+    }
+
+    /// Says what a transfer did, to a person.
+    pub fn report(&self, done: transfer::Summary) {
+        self.progress.done();
+        if self.chatty() {
+            eprintln!("{done}");
+        }
     }
 
     /// `input` as an absolute remote path.

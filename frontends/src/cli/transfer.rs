@@ -107,26 +107,23 @@ async fn is_dir(path: &Path) -> bool {
     local_meta(path).await.is_some_and(|m| m.is_dir())
 }
 
-/// `put LOCAL... REMOTE [-r]`.
+/// `put LOCAL... REMOTE [-r]`. `dir_wanted`: REMOTE was written with a
+/// trailing slash, so it must be a directory that exists.
 pub async fn put(
     r: &Remote,
     locals: &[PathBuf],
     remote: &RemotePath,
+    dir_wanted: bool,
     recursive: bool,
 ) -> Result<Summary, CliError> {
+    let must_be_dir = dir_wanted || locals.len() > 1;
     let into = match r.dav.stat(remote).await? {
         Some(e) if e.dir => true,
-        Some(_) if locals.len() > 1 => {
-            return Err(CliError::failed(
-                remote.as_str(),
-                "not a directory (several sources)",
-            ));
+        Some(_) if must_be_dir => {
+            return Err(CliError::failed(remote.as_str(), "not a directory"));
         }
-        None if locals.len() > 1 => {
-            return Err(CliError::failed(
-                remote.as_str(),
-                "no such directory (several sources)",
-            ));
+        None if must_be_dir => {
+            return Err(CliError::failed(remote.as_str(), "no such directory"));
         }
         _ => false,
     };
@@ -153,7 +150,9 @@ pub async fn put(
             total.add(put_tree(r, local, &dest).await?);
         } else {
             let there = r.dav.stat(&dest).await?;
+            r.progress.grow(meta.len());
             if there.as_ref().is_some_and(|e| same(&meta, e)) {
+                r.progress.advance(meta.len());
                 total.skipped += 1;
             } else {
                 total.bytes += put_file(r, local, &dest, &meta).await?;
@@ -175,7 +174,12 @@ pub async fn put_file(
         .await
         .map_err(|e| CliError::local(local, e))?;
     let size = meta.len();
-    let frames = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).map_ok(Frame::data);
+    r.progress.note(dest.name());
+    let bar = r.progress.clone();
+    let frames = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).map_ok(move |b| {
+        bar.advance(b.len() as u64);
+        Frame::data(b)
+    });
     let body = BodyExt::boxed(StreamBody::new(frames));
     // A pipe or a device streams what it has, of a length unknown.
     let regular = meta.is_file();
@@ -259,6 +263,7 @@ fn remote_of(base: &RemotePath, rel: &Path) -> RemotePath {
 async fn put_tree(r: &Remote, local: &Path, dest: &RemotePath) -> Result<Summary, CliError> {
     let root = local.to_path_buf();
     let (dirs, files) = tessera_rpc::blocking(move || local_tree(&root)).await?;
+    r.progress.grow(files.iter().map(|(_, m)| m.len()).sum());
     let mut done = Summary::default();
     // What is there already, by path.
     let there: std::collections::HashMap<String, Entry> = match r.dav.stat(dest).await? {
@@ -301,6 +306,7 @@ async fn put_tree(r: &Remote, local: &Path, dest: &RemotePath) -> Result<Summary
         let path = local.join(&rel);
         async move {
             if skip {
+                r.progress.advance(meta.len());
                 return Ok(Summary::one_skipped());
             }
             let bytes = put_file(r, &path, &p, &meta).await?;
@@ -319,10 +325,11 @@ pub async fn get(
     recursive: bool,
 ) -> Result<Summary, CliError> {
     let into = is_dir(local).await;
-    if remotes.len() > 1 && !into {
+    let dir_wanted = local.as_os_str().as_encoded_bytes().ends_with(b"/");
+    if (remotes.len() > 1 || dir_wanted) && !into {
         return Err(CliError::failed(
             &local.display().to_string(),
-            "not a directory (several sources)",
+            "no such directory",
         ));
     }
     let mut total = Summary::default();
@@ -347,8 +354,11 @@ pub async fn get(
             }
             total.add(get_tree(r, remote, &dest).await?);
         } else if local_meta(&dest).await.is_some_and(|m| same(&m, &e)) {
+            r.progress.grow(e.size);
+            r.progress.advance(e.size);
             total.skipped += 1;
         } else {
+            r.progress.grow(e.size);
             total.bytes += get_file(r, &e, remote, &dest).await?;
             total.files += 1;
         }
@@ -359,6 +369,8 @@ pub async fn get(
 /// `get -r`: the remote directory `remote` as the local directory `dest`.
 async fn get_tree(r: &Remote, remote: &RemotePath, dest: &Path) -> Result<Summary, CliError> {
     let entries = walk(r, remote).await?;
+    r.progress
+        .grow(entries.iter().filter(|e| !e.dir).map(|e| e.size).sum());
     let mut done = Summary::default();
     if !is_dir(dest).await {
         tokio::fs::create_dir_all(dest)
@@ -385,6 +397,7 @@ async fn get_tree(r: &Remote, remote: &RemotePath, dest: &Path) -> Result<Summar
         let path = local_of(e);
         async move {
             if local_meta(&path).await.is_some_and(|m| same(&m, e)) {
+                r.progress.advance(e.size);
                 return Ok(Summary::one_skipped());
             }
             let from = RemotePath::resolve(&RemotePath::root(), &e.path)?;
@@ -424,6 +437,7 @@ async fn get_file(
             "its directory does not exist",
         ));
     }
+    r.progress.note(remote.name());
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let part = dest.with_file_name(format!(".{name}.tessera-part"));
     let mut file = tokio::fs::File::create(&part)
@@ -437,6 +451,7 @@ async fn get_file(
         })?;
         if let Ok(data) = frame.into_data() {
             n += data.len() as u64;
+            r.progress.advance(data.len() as u64);
             file.write_all(&data)
                 .await
                 .map_err(|err| CliError::local(&part, err))?;
