@@ -584,3 +584,47 @@ async fn a_browser_gets_a_listing_of_a_collection() {
     );
     c.shutdown().await;
 }
+
+/// A PUT with `X-OC-Mtime` (ownCloud's header, sent by rclone and the
+/// tessera CLI) stores the file with that modification time and says
+/// "accepted"; a header that is not a time is refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_takes_the_modification_time_from_x_oc_mtime() {
+    let (c, h) = cluster().await;
+    let put = h
+        .request("PUT", "/t.txt", &[("X-OC-Mtime", "1600000000")], "hello")
+        .await
+        .unwrap();
+    assert_eq!(put.status, StatusCode::CREATED);
+    assert_eq!(put.headers["x-oc-mtime"], "accepted");
+    let head = h.request("HEAD", "/t.txt", &[], empty()).await.unwrap();
+    assert_eq!(
+        head.headers["last-modified"],
+        "Sun, 13 Sep 2020 12:26:40 GMT"
+    );
+    // A fraction is fine; replacing keeps the new time.
+    let again = h
+        .request("PUT", "/t.txt", &[("X-OC-Mtime", "1700000000.5")], "hello2")
+        .await
+        .unwrap();
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+    let head = h.request("HEAD", "/t.txt", &[], empty()).await.unwrap();
+    assert_eq!(
+        head.headers["last-modified"],
+        "Tue, 14 Nov 2023 22:13:20 GMT"
+    );
+    for bad in ["yesterday", "-5", "1e300", ""] {
+        let r = h
+            .request("PUT", "/bad.txt", &[("X-OC-Mtime", bad)], "x")
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(r.text().contains("X-OC-Mtime"), "{}", r.text());
+        let get = h.get("/bad.txt").await.unwrap();
+        assert_eq!(get.status, StatusCode::NOT_FOUND, "{bad:?} stored a file");
+    }
+    // Without the header a PUT takes the time of the upload, as before.
+    let plain = h.put("/p.txt", "x").await.unwrap();
+    assert!(plain.headers.get("x-oc-mtime").is_none());
+    c.shutdown().await;
+}

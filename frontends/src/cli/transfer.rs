@@ -183,13 +183,24 @@ pub async fn put_file(
     let body = BodyExt::boxed(StreamBody::new(frames));
     // A pipe or a device streams what it has, of a length unknown.
     let regular = meta.is_file();
-    let headers: Vec<_> = if regular {
-        vec![(header::CONTENT_LENGTH, size.to_string())]
-    } else {
-        Vec::new()
-    };
+    let mut headers = Vec::new();
+    if regular {
+        headers.push((header::CONTENT_LENGTH, size.to_string()));
+    }
+    let mtime = meta.modified().ok().filter(|_| regular);
+    if let Some(m) = mtime {
+        // Tessera (and ownCloud) take it with the PUT; others get a PROPPATCH.
+        headers.push((
+            header::HeaderName::from_static("x-oc-mtime"),
+            secs(m).to_string(),
+        ));
+    }
     let resp = r.dav.send(Method::PUT, dest, false, &headers, body).await?;
     let status = resp.status();
+    let mtime_taken = resp
+        .headers()
+        .get("x-oc-mtime")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"accepted"));
     let body = resp
         .into_body()
         .collect()
@@ -209,7 +220,9 @@ pub async fn put_file(
         }
         s => return Err(r.refused(dest, s, &body).await),
     }
-    if regular && let Ok(m) = meta.modified() {
+    if let Some(m) = mtime
+        && !mtime_taken
+    {
         r.dav.set_mtime(dest, m).await?;
     }
     Ok(size)

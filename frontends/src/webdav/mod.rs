@@ -378,6 +378,12 @@ pub async fn serve_request(
     }
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
+    // A PUT may say the file's modification time (ownCloud's X-OC-Mtime,
+    // which rclone and the tessera CLI send): applied once it is stored.
+    let put_mtime = match put_mtime(&req) {
+        Ok(m) => m,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
     let mut own = DavFs::for_request(fs.clone(), prefetch_for(&req));
     if method.as_str() == "COPY"
         && let Some(dest) = destination_path(req.headers())
@@ -431,6 +437,24 @@ pub async fn serve_request(
     {
         return text(status, msg);
     }
+    if let Some(ns) = put_mtime
+        && resp.status().is_success()
+        && let Some(path) = percent_decode(&raw_path).and_then(|p| String::from_utf8(p).ok())
+    {
+        own.windows_patch(Some(ns), Vec::new());
+        if let Err(e) = own.apply_windows_patch(&path).await {
+            let (status, _) = errors::refine(StatusCode::INTERNAL_SERVER_ERROR, &e)
+                .unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, String::new()));
+            return text(
+                status,
+                format!("stored, but its modification time was not set: {e}\n"),
+            );
+        }
+        let mut resp = resp.map(|b| b.boxed_unsync());
+        resp.headers_mut()
+            .insert("x-oc-mtime", http::HeaderValue::from_static("accepted"));
+        return resp;
+    }
     // dav-server has no GET for collections: a browser gets a listing.
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
         && (method == http::Method::GET || method == http::Method::HEAD)
@@ -457,6 +481,33 @@ pub async fn serve_request(
         return r;
     }
     resp.map(|b| b.boxed_unsync())
+}
+
+/// The modification time a PUT's `X-OC-Mtime` header gives (seconds since
+/// the epoch, a fraction allowed), in ns; `Err` for a header that is not
+/// one.
+fn put_mtime<B>(req: &Request<B>) -> Result<Option<i64>, String> {
+    if req.method() != http::Method::PUT {
+        return Ok(None);
+    }
+    let Some(v) = req.headers().get("x-oc-mtime") else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    if let Ok(secs) = text.parse::<i64>()
+        && (0..100_000_000_000).contains(&secs)
+    {
+        return Ok(Some(secs * 1_000_000_000));
+    }
+    let secs = text
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e11)
+        .ok_or_else(|| {
+            "X-OC-Mtime must be seconds since 1970 (e.g. 1700000000); nothing was stored\n"
+                .to_string()
+        })?;
+    Ok(Some((secs * 1e9) as i64))
 }
 
 /// Reads a request body of at most [`props::MAX_BODY`] bytes.

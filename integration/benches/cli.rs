@@ -1,0 +1,130 @@
+//! The command line against a gateway (real processes): `tessera put` of a
+//! large file next to `curl -T` to the same gateway in the same run, `put -r`
+//! and `get -r` of many small files, and `ls` of a large directory.
+//!
+//! `cargo bench -p tessera-integration --bench cli` (CLI_MIB sets the large
+//! file's size, default 1024; needs curl).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tessera_integration::data::pseudo_random;
+use tessera_integration::procs::{ProcCluster, R2W2Q1, binary};
+
+fn tessera(url: &str, args: &[&str]) -> Duration {
+    let started = Instant::now();
+    let out = Command::new(binary())
+        .args(args)
+        .env("TESSERA_URL", url)
+        .output()
+        .expect("run tessera");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn curl_put(url: &str, file: &Path, name: &str) -> Duration {
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T"])
+        .arg(file)
+        .arg(format!("{url}/{name}"))
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let took = started.elapsed();
+    let code = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        code == "201" || code == "204",
+        "curl: {code} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn small_files(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        std::fs::write(dir.join(format!("f{i:05}")), pseudo_random(i as u64, 4096)).unwrap();
+    }
+}
+
+fn main() {
+    let mib: usize = std::env::var("CLI_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let c = ProcCluster::start(3, R2W2Q1);
+    let url = format!("http://{}", c.gateway_addr());
+    let url = url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A large file: curl and tessera in turns, best of two each.
+    let big = dir.path().join("big.bin");
+    {
+        let mut f = std::fs::File::create(&big).unwrap();
+        for i in 0..mib.div_ceil(64) {
+            f.write_all(&pseudo_random(i as u64, 64 << 20)).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&big).unwrap().len() as f64;
+    let (mut curl, mut cli) = (Duration::MAX, Duration::MAX);
+    for round in 0..2 {
+        curl = curl.min(curl_put(url, &big, &format!("curl-{round}.bin")));
+        let name = format!("/cli-{round}.bin");
+        cli = cli.min(tessera(url, &["put", big.to_str().unwrap(), &name]));
+    }
+    let rate = |d: Duration| size / d.as_secs_f64() / 1e6;
+    println!(
+        "put {mib} MiB: tessera {:.0} MB/s, curl -T {:.0} MB/s: {:.2}x curl",
+        rate(cli),
+        rate(curl),
+        curl.as_secs_f64() / cli.as_secs_f64()
+    );
+    std::fs::remove_file(&big).unwrap();
+
+    // 2000 files of 4 KiB up and back.
+    let small = dir.path().join("small");
+    small_files(&small, 2000);
+    let took = tessera(url, &["put", "-r", small.to_str().unwrap(), "/small"]);
+    println!(
+        "put -r 2000 x 4 KiB: {:.0} files/s ({:.2} s)",
+        2000.0 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    let again = tessera(url, &["put", "-r", small.to_str().unwrap(), "/small"]);
+    println!(
+        "put -r again, all there already: {:.0} files/s ({:.2} s)",
+        2000.0 / again.as_secs_f64(),
+        again.as_secs_f64()
+    );
+    let back = dir.path().join("back");
+    let took = tessera(url, &["get", "-r", "/small", back.to_str().unwrap()]);
+    println!(
+        "get -r 2000 x 4 KiB: {:.0} files/s ({:.2} s)",
+        2000.0 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+
+    // ls of a 5000-entry directory, best of five (the process included).
+    let many = dir.path().join("many");
+    small_files(&many, 5000);
+    tessera(url, &["put", "-r", many.to_str().unwrap(), "/many"]);
+    for args in [
+        vec!["ls", "/many"],
+        vec!["ls", "-l", "/many"],
+        vec!["ls", "--json", "/many"],
+    ] {
+        let best = (0..5).map(|_| tessera(url, &args)).min().unwrap();
+        println!(
+            "{} of 5000 entries: {:.0} ms",
+            args.join(" "),
+            best.as_secs_f64() * 1e3
+        );
+    }
+}
