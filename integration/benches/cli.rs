@@ -47,6 +47,20 @@ fn curl_put(url: &str, file: &Path, name: &str) -> Duration {
     took
 }
 
+/// Runs curl with `args`, its output thrown away; panics if it fails.
+fn curl(args: &[&str]) {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "-o", "/dev/null"])
+        .args(args)
+        .output()
+        .expect("run curl (apt-get install curl)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn small_files(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {
@@ -73,9 +87,9 @@ fn main() {
         }
     }
     let size = std::fs::metadata(&big).unwrap().len() as f64;
-    let (mut curl, mut cli) = (Duration::MAX, Duration::MAX);
+    let (mut by_curl, mut cli) = (Duration::MAX, Duration::MAX);
     for round in 0..2 {
-        curl = curl.min(curl_put(url, &big, &format!("curl-{round}.bin")));
+        by_curl = by_curl.min(curl_put(url, &big, &format!("curl-{round}.bin")));
         let name = format!("/cli-{round}.bin");
         cli = cli.min(tessera(url, &["put", big.to_str().unwrap(), &name]));
     }
@@ -83,8 +97,8 @@ fn main() {
     println!(
         "put {mib} MiB: tessera {:.0} MB/s, curl -T {:.0} MB/s: {:.2}x curl",
         rate(cli),
-        rate(curl),
-        curl.as_secs_f64() / cli.as_secs_f64()
+        rate(by_curl),
+        by_curl.as_secs_f64() / cli.as_secs_f64()
     );
     std::fs::remove_file(&big).unwrap();
 
@@ -97,11 +111,33 @@ fn main() {
         2000.0 / took.as_secs_f64(),
         took.as_secs_f64()
     );
-    let again = tessera(url, &["put", "-r", small.to_str().unwrap(), "/small"]);
+    // Run again onto the parent: /small exists, every file is skipped.
+    let again = tessera(url, &["put", "-r", small.to_str().unwrap(), "/"]);
     println!(
         "put -r again, all there already: {:.0} files/s ({:.2} s)",
         2000.0 / again.as_secs_f64(),
         again.as_secs_f64()
+    );
+    // The server's own pace for the same files: one curl, as many at a time.
+    curl(&["-X", "MKCOL", &format!("{url}/curl-small/")]);
+    let names: Vec<String> = (0..2000).map(|i| format!("f{i:05}")).collect();
+    let started = Instant::now();
+    let glob = format!("{{{}}}", names.join(","));
+    let out = Command::new("curl")
+        .current_dir(&small)
+        .args(["-sS", "--fail", "-Z", "--parallel-max", "32", "-T", &glob])
+        .arg(format!("{url}/curl-small/"))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = started.elapsed();
+    println!(
+        "  baseline, curl -Z (32 at a time) of the same 2000 files: {:.0} files/s",
+        2000.0 / took.as_secs_f64()
     );
     let back = dir.path().join("back");
     let took = tessera(url, &["get", "-r", "/small", back.to_str().unwrap()]);
@@ -115,6 +151,18 @@ fn main() {
     let many = dir.path().join("many");
     small_files(&many, 5000);
     tessera(url, &["put", "-r", many.to_str().unwrap(), "/many"]);
+    let best = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            curl(&["-X", "PROPFIND", "-H", "Depth: 1", &format!("{url}/many/")]);
+            started.elapsed()
+        })
+        .min()
+        .unwrap();
+    println!(
+        "  baseline, curl PROPFIND Depth 1 of the 5000 entries: {:.0} ms",
+        best.as_secs_f64() * 1e3
+    );
     for args in [
         vec!["ls", "/many"],
         vec!["ls", "-l", "/many"],

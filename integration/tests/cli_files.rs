@@ -288,3 +288,77 @@ fn directories_copies_moves_locks_and_the_errors_people_see() {
         r.stderr
     );
 }
+
+/// `put -r` killed half-way (SIGKILL), then run again: the second run
+/// sends what is missing and leaves what arrived whole; nothing half-sent
+/// is ever there under a file's name.
+#[test]
+fn a_put_killed_half_way_finishes_when_run_again() {
+    let c = ProcCluster::start(3, R2W2Q1);
+    let url = format!("http://{}", c.gateway_addr());
+    let url = url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("tree");
+    let n = 400;
+    for i in 0..n {
+        write(
+            &src.join(format!("d{}/f{i:03}", i % 4)),
+            &pseudo_random(i, 256 << 10),
+            1_650_000_000 + i as i64,
+        );
+    }
+    // Into an existing directory (here /), as `cp -r` does: the same
+    // command run again lands in the same place.
+    let mut child = Command::new(binary())
+        .args(["put", "-r", src.to_str().unwrap(), "/"])
+        .env("TESSERA_URL", url)
+        .spawn()
+        .unwrap();
+    // Kill it once some files are there.
+    let listed = |url: &str| -> Vec<Value> {
+        let r = run(url, &["ls", "-R", "--json", "/tree"]);
+        if r.code != Some(0) {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "file")
+            .cloned()
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while listed(url).len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "nothing arrived");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = listed(url);
+    assert!(
+        before.len() < n as usize,
+        "the put finished before it was killed ({} files): make the tree larger",
+        before.len()
+    );
+    // Whatever is there is whole.
+    for e in &before {
+        assert_eq!(e["size"], 256 << 10, "{e}");
+    }
+    ok(url, &["put", "-r", src.to_str().unwrap(), "/"]);
+    let after = listed(url);
+    assert_eq!(after.len(), n as usize);
+    // What had arrived was not sent again.
+    for b in &before {
+        let a = after.iter().find(|a| a["path"] == b["path"]).unwrap();
+        if b["mtime"] == a["mtime"] {
+            assert_eq!(a["etag"], b["etag"], "{} was sent again", a["path"]);
+        }
+    }
+    let back = dir.path().join("back");
+    ok(url, &["get", "-r", "/tree", back.to_str().unwrap()]);
+    assert!(
+        contents(&src) == contents(&back),
+        "the tree came back different"
+    );
+}

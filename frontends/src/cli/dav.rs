@@ -12,6 +12,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
 use xmltree::{Element, XMLNode};
 
 use super::CliError;
@@ -273,74 +276,192 @@ fn text(e: &Element) -> String {
         .unwrap_or_default()
 }
 
-/// The entries of a multistatus body; hrefs made server-relative paths
-/// without `prefix`, percent-decoded.
-pub fn parse_multistatus(body: &[u8], prefix: &str) -> Result<Vec<Entry>, String> {
-    let root = Element::parse(body).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for r in root
-        .children
-        .iter()
-        .filter_map(XMLNode::as_element)
-        .filter(|c| c.name == "response")
-    {
-        let Some(href) = dav_child(r, "href").map(text) else {
-            continue;
-        };
-        // An absolute URL or an absolute path.
-        let path = match href.find("://") {
-            Some(i) => href[i + 3..]
-                .find('/')
-                .map_or("/", |j| &href[i + 3 + j..])
-                .to_string(),
-            None => href,
-        };
-        let path = super::path::unescape(&path);
-        let path = path.strip_prefix(prefix).unwrap_or(&path).to_string();
-        let mut entry = Entry {
-            path: normalize_listed(&path),
-            dir: false,
-            size: 0,
-            mtime: 0,
-            etag: None,
-        };
-        for ps in r
-            .children
-            .iter()
-            .filter_map(XMLNode::as_element)
-            .filter(|c| c.name == "propstat")
-        {
-            let ok = dav_child(ps, "status")
-                .map(text)
-                .is_none_or(|s| s.contains(" 200"));
-            let Some(prop) = dav_child(ps, "prop") else {
-                continue;
+/// The DAV: elements a listing reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Response,
+    Href,
+    Propstat,
+    Status,
+    ResourceType,
+    Collection,
+    Length,
+    Modified,
+    Etag,
+    Other,
+}
+
+fn tag(ns: &ResolveResult<'_>, local: &str) -> Tag {
+    if !matches!(ns, ResolveResult::Bound(n) if n.0 == DAV_NS) {
+        return Tag::Other;
+    }
+    match local {
+        "response" => Tag::Response,
+        "href" => Tag::Href,
+        "propstat" => Tag::Propstat,
+        "status" => Tag::Status,
+        "resourcetype" => Tag::ResourceType,
+        "collection" => Tag::Collection,
+        "getcontentlength" => Tag::Length,
+        "getlastmodified" => Tag::Modified,
+        "getetag" => Tag::Etag,
+        _ => Tag::Other,
+    }
+}
+
+/// The text of a predefined or character entity reference.
+fn entity(name: &str) -> Option<char> {
+    Some(match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        _ => {
+            let n = name.strip_prefix('#')?;
+            let code = match n.strip_prefix('x') {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => n.parse().ok()?,
             };
-            if !ok {
+            char::from_u32(code)?
+        }
+    })
+}
+
+/// What one propstat says, applied if its status is 200.
+#[derive(Default)]
+struct Props {
+    ok: bool,
+    dir: Option<bool>,
+    size: Option<u64>,
+    mtime: Option<i64>,
+    etag: Option<String>,
+}
+
+/// The entries of a multistatus body; hrefs made server-relative paths
+/// without `prefix`, percent-decoded. A streaming parse: a listing of
+/// thousands of entries is a megabyte or more of XML.
+pub fn parse_multistatus(body: &[u8], prefix: &str) -> Result<Vec<Entry>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    let mut reader = NsReader::from_str(text);
+    let mut stack: Vec<Tag> = Vec::new();
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let mut entry: Option<Entry> = None;
+    let mut props = Props::default();
+    loop {
+        let (ns, event) = reader.read_resolved_event().map_err(|e| e.to_string())?;
+        let (t, ended) = match &event {
+            Event::Start(e) => (tag(&ns, e.local_name().as_ref()), false),
+            Event::Empty(e) => (tag(&ns, e.local_name().as_ref()), true),
+            Event::End(e) => {
+                let t = tag(&ns, e.local_name().as_ref());
+                match stack.pop() {
+                    Some(open) if open == t => {}
+                    _ => return Err("mismatched end tag".into()),
+                }
+                finish(t, &mut buf, &mut entry, &mut props, &mut out, prefix);
                 continue;
             }
-            if let Some(rt) = dav_child(prop, "resourcetype") {
-                entry.dir |= dav_child(rt, "collection").is_some();
+            Event::Text(e) => {
+                buf.push_str(&e.xml10_content());
+                continue;
             }
-            if let Some(l) = dav_child(prop, "getcontentlength") {
-                entry.size = text(l).parse().unwrap_or(0);
+            Event::CData(e) => {
+                buf.push_str(&e.xml10_content());
+                continue;
             }
-            if let Some(m) = dav_child(prop, "getlastmodified")
-                && let Ok(t) = httpdate::parse_http_date(&text(m))
-            {
-                entry.mtime = t
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
+            Event::GeneralRef(r) => {
+                let name = r.xml10_content();
+                buf.push(entity(&name).ok_or_else(|| format!("unknown entity &{name};"))?);
+                continue;
             }
-            if let Some(e) = dav_child(prop, "getetag") {
-                let t = text(e);
-                let t = t.trim_start_matches("W/").trim_matches('"').to_string();
-                entry.etag = (!t.is_empty()).then_some(t);
+            Event::Eof => break,
+            _ => continue,
+        };
+        match t {
+            Tag::Response => {
+                entry = Some(Entry {
+                    path: String::new(),
+                    dir: false,
+                    size: 0,
+                    mtime: 0,
+                    etag: None,
+                })
             }
+            Tag::Propstat => {
+                props = Props {
+                    ok: true,
+                    ..Props::default()
+                }
+            }
+            Tag::Collection if stack.last() == Some(&Tag::ResourceType) => props.dir = Some(true),
+            Tag::ResourceType => props.dir = props.dir.or(Some(false)),
+            _ => {}
         }
-        out.push(entry);
+        buf.clear();
+        if ended {
+            finish(t, &mut buf, &mut entry, &mut props, &mut out, prefix);
+        } else {
+            stack.push(t);
+        }
     }
     Ok(out)
+}
+
+/// The end of element `t`: its text in `buf` goes where it belongs.
+fn finish(
+    t: Tag,
+    buf: &mut String,
+    entry: &mut Option<Entry>,
+    props: &mut Props,
+    out: &mut Vec<Entry>,
+    prefix: &str,
+) {
+    let text = std::mem::take(buf);
+    let text = text.trim();
+    match t {
+        Tag::Href => {
+            if let Some(e) = entry.as_mut().filter(|e| e.path.is_empty()) {
+                // An absolute URL or an absolute path.
+                let path = match text.find("://") {
+                    Some(i) => text[i + 3..].find('/').map_or("/", |j| &text[i + 3 + j..]),
+                    None => text,
+                };
+                let path = super::path::unescape(path);
+                e.path = normalize_listed(path.strip_prefix(prefix).unwrap_or(&path));
+            }
+        }
+        Tag::Status => props.ok = text.contains(" 200"),
+        Tag::Length => props.size = text.parse().ok(),
+        Tag::Modified => {
+            props.mtime = httpdate::parse_http_date(text).ok().map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64)
+            })
+        }
+        Tag::Etag => {
+            let t = text.trim_start_matches("W/").trim_matches('"');
+            props.etag = (!t.is_empty()).then(|| t.to_string());
+        }
+        Tag::Propstat => {
+            if let Some(e) = entry.as_mut()
+                && props.ok
+            {
+                let p = std::mem::take(props);
+                e.dir |= p.dir.unwrap_or(false);
+                e.size = p.size.unwrap_or(e.size);
+                e.mtime = p.mtime.unwrap_or(e.mtime);
+                e.etag = p.etag.or(e.etag.take());
+            }
+        }
+        Tag::Response => {
+            if let Some(e) = entry.take().filter(|e| !e.path.is_empty()) {
+                out.push(e);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The first active lock of a lockdiscovery answer, in words.
@@ -395,6 +516,26 @@ fn normalize_listed(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entities_prefixes_and_broken_bodies() {
+        let body = br#"<?xml version="1.0"?>
+<multistatus xmlns="DAV:" xmlns:x="urn:x"><response>
+ <href>/pre/a&amp;b&#x20;c</href>
+ <propstat><prop><x:getcontentlength>99</x:getcontentlength>
+   <getcontentlength><![CDATA[7]]></getcontentlength></prop>
+ <status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
+        let e = parse_multistatus(body, "/pre").unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].path.as_str(), e[0].size, e[0].dir),
+            ("/a&b c", 7, false)
+        );
+        assert!(parse_multistatus(b"<D:multistatus xmlns:D=\"DAV:\"><D:response>", "").is_ok());
+        assert!(parse_multistatus(b"<a><b></a></b>", "").is_err());
+        assert!(parse_multistatus(b"<a>&nope;</a>", "").is_err());
+        assert!(parse_multistatus(&[0xff, 0xfe], "").is_err());
+    }
 
     #[test]
     fn a_lock_reads_as_who_and_until_when() {

