@@ -141,6 +141,57 @@ fn a_tree_goes_up_and_comes_back_identical_with_its_times() {
         (st["type"].as_str(), st["path"].as_str()),
         (Some("dir"), Some("/src/many"))
     );
+    // With cluster access, where the blocks are: 586 blocks, 2 copies,
+    // spread over the three datanodes.
+    let meta = c.meta_addr();
+    let secret = c.secret_file.to_str().unwrap();
+    let placed = json(
+        url,
+        &[
+            "stat",
+            "--json",
+            "--meta",
+            &meta,
+            "--secret-file",
+            secret,
+            "/src/deep/er/big.bin",
+        ],
+    );
+    let p = &placed["placement"];
+    assert_eq!(
+        (p["blocks"].as_u64(), p["replicas"].as_u64()),
+        (Some(586), Some(2)),
+        "{placed}"
+    );
+    let slots = p["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 3, "{placed}");
+    let held: u64 = slots.iter().map(|s| s["blocks"].as_u64().unwrap()).sum();
+    assert_eq!(held, 2 * 586);
+    assert!(
+        slots
+            .iter()
+            .all(|s| s["state"] == "up" && s["addr"].is_string()),
+        "{placed}"
+    );
+    assert_eq!(placed["size"], 300_000);
+    let text = ok(
+        url,
+        &[
+            "stat",
+            "--meta",
+            &meta,
+            "--secret-file",
+            secret,
+            "/src/a.txt",
+        ],
+    );
+    assert!(
+        text.contains("blocks:   1 of 512 B, 2 copies each"),
+        "{text}"
+    );
+    let r = run(url, &["stat", "--meta", &meta, "/src/a.txt"]);
+    assert_eq!(r.code, Some(2), "no secret: {}", r.stderr);
+    assert!(r.stderr.contains("cluster secret"), "{}", r.stderr);
     let nested = json(url, &["tree", "--json", "/src/deep"]);
     assert_eq!(nested["children"][0]["children"][0]["name"], "big.bin");
 

@@ -109,14 +109,22 @@ pub enum FileCommand {
         recursive: bool,
     },
     /// Show a remote file's or directory's size, modification time and
-    /// ETag.
+    /// ETag (and with --meta, which datanodes hold its blocks).
     ///
     /// Example: tessera stat --json /photos/cat.jpg
     Stat {
         path: String,
-        /// One JSON object (path, name, type, size, mtime, etag).
+        /// One JSON object (path, name, type, size, mtime, etag; with
+        /// --meta, "placement" too).
         #[arg(long)]
         json: bool,
+        /// Also show where the blocks live, asking the metadata service at
+        /// this address (needs the cluster secret).
+        #[arg(long, value_name = "ADDR")]
+        meta: Option<String>,
+        /// The cluster secret for --meta (else TESSERA_SECRET).
+        #[arg(long, value_name = "FILE", requires = "meta")]
+        secret_file: Option<PathBuf>,
     },
     /// Lock a remote path for writing and print the lock's token.
     ///
@@ -167,8 +175,27 @@ pub async fn run(r: &mut Remote, cmd: &FileCommand) -> Result<(), CliError> {
             let p = r.path(path.as_deref().unwrap_or("."))?;
             print(listing::tree(r, &p, *json).await?);
         }
-        FileCommand::Stat { path, json } => {
-            print(listing::stat(r, &r.path(path)?, *json).await?);
+        FileCommand::Stat {
+            path,
+            json,
+            meta,
+            secret_file,
+        } => {
+            let at = r.path(path)?;
+            let shown = listing::stat(r, &at, *json).await?;
+            let Some(meta) = meta else {
+                print(shown);
+                return Ok(());
+            };
+            let placed = super::placement::locate(meta, secret_file.as_deref(), &at).await?;
+            if *json {
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&shown).expect("stat prints JSON");
+                v["placement"] = placed.to_json();
+                print(format!("{v}\n"));
+            } else {
+                print(format!("{shown}{}", placed.to_text()));
+            }
         }
         FileCommand::Put { paths, recursive } => {
             let (to, from) = paths.split_last().expect("clap asks for two");

@@ -4,6 +4,7 @@
 //! - [`args`]: the commands' arguments and [`run`], shared with the shell.
 //! - [`shell`]: `tessera shell`, with history and Tab completion.
 //! - [`progress`]: progress bars on a terminal.
+//! - [`placement`]: where a file's blocks are (`stat --meta`).
 //! - [`path`]: remote paths, resolved against a current directory.
 //! - [`dav`]: the HTTP/1.1 WebDAV client and PROPFIND parsing.
 //! - [`errors`]: HTTP answers in words a person understands.
@@ -20,6 +21,7 @@ pub mod errors;
 pub mod listing;
 pub mod ops;
 pub mod path;
+pub mod placement;
 pub mod progress;
 pub mod shell;
 pub mod transfer;
