@@ -29,6 +29,10 @@ struct Cli {
     /// is asked on the terminal).
     #[arg(long, global = true, env = "TESSERA_USER", value_name = "NAME")]
     user: Option<String>,
+    /// For an https --url: the certificate (PEM) the gateway's must chain
+    /// to, e.g. a self-signed gateway's own [default: the system's roots].
+    #[arg(long, global = true, env = "TESSERA_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// File commands: print nothing but errors.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
@@ -165,6 +169,8 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Run meta, datanodes and a WebDAV gateway in one process.
+    ///
+    /// Example: tessera up --data ./tessera-data --webdav 127.0.0.1:8080 --metrics 127.0.0.1:9464
     Up {
         /// Data directory.
         #[arg(long, default_value = "tessera-data", env = "TESSERA_DATA")]
@@ -189,11 +195,15 @@ enum Command {
         access: AccessArgs,
     },
     /// Manage the users of a users file (see --users).
+    ///
+    /// Example: tessera user add alice --users /etc/tessera/users
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Run the metadata service.
+    ///
+    /// Example: tessera meta --listen 127.0.0.1:7000 --data meta --secret-file secret
     Meta {
         /// Address to listen on.
         #[arg(long)]
@@ -214,6 +224,8 @@ enum Command {
         secret: SecretArg,
     },
     /// Run a datanode.
+    ///
+    /// Example: tessera datanode --listen 127.0.0.1:7001 --data dn0 --meta 127.0.0.1:7000 --secret-file secret
     Datanode {
         /// Address to listen on.
         #[arg(long)]
@@ -305,6 +317,8 @@ enum Command {
         secret: SecretArg,
     },
     /// Run a WebDAV gateway.
+    ///
+    /// Example: tessera gateway --meta 127.0.0.1:7000 --webdav 127.0.0.1:8080 --secret-file secret
     Gateway {
         /// Address of the metadata service.
         #[arg(long)]
@@ -446,7 +460,14 @@ async fn main() {
 /// The file commands (a WebDAV client), the shell and completions; `None`
 /// for the others.
 async fn run_file_command(cli: &Cli) -> Option<Result<(), cli::CliError>> {
-    let connect = || cli::Remote::connect(&cli.url, cli.user.as_deref(), cli.quiet);
+    let connect = || {
+        cli::Remote::connect(
+            &cli.url,
+            cli.user.as_deref(),
+            cli.ca_cert.as_deref(),
+            cli.quiet,
+        )
+    };
     Some(match &cli.command {
         None | Some(Command::Shell) => {
             if cli.command.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {

@@ -323,8 +323,15 @@ fn directories_copies_moves_locks_and_the_errors_people_see() {
     for args in [
         vec!["put", "only-one"],
         vec!["ls", "--no-such-flag"],
-        vec!["--url", "https://127.0.0.1:1", "ls"],
+        vec!["--url", "ftp://127.0.0.1:1", "ls"],
         vec!["--url", "not a url", "ls"],
+        vec![
+            "--url",
+            "https://127.0.0.1:1",
+            "--ca-cert",
+            "/nonexistent.pem",
+            "ls",
+        ],
     ] {
         let r = run(url, &args);
         assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
@@ -412,4 +419,45 @@ fn a_put_killed_half_way_finishes_when_run_again() {
         contents(&src) == contents(&back),
         "the tree came back different"
     );
+}
+
+/// A gateway serving https: the file commands reach it with --ca-cert
+/// (its self-signed certificate), and refuse it without.
+#[test]
+fn the_commands_talk_to_an_https_gateway() {
+    let certs = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let c = ProcCluster::start_with(
+        3,
+        R2W2Q1,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let addr = c.gateway_addr();
+    let port = addr.rsplit(':').next().unwrap();
+    let url = format!("https://localhost:{port}");
+    let ca = cert.to_str().unwrap();
+    let f = certs.path().join("f.txt");
+    write(&f, b"secret stuff", 1_700_000_000);
+    ok(&url, &["--ca-cert", ca, "put", f.to_str().unwrap(), "/"]);
+    assert_eq!(
+        ok(&url, &["--ca-cert", ca, "cat", "/f.txt"]),
+        "secret stuff"
+    );
+    assert_eq!(
+        ok(&url, &["--ca-cert", ca, "ls", "-l", "/"]),
+        "-           12  2023-11-14 22:13  f.txt\n"
+    );
+    // Not trusted without it: exit 1, saying why.
+    let r = run(&url, &["ls", "/"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("certificate"), "{}", r.stderr);
 }

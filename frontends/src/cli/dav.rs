@@ -9,12 +9,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use xmltree::{Element, XMLNode};
 
 use super::CliError;
@@ -44,7 +46,7 @@ impl Entry {
 
 #[derive(Clone)]
 pub struct Dav {
-    http: Client<HttpConnector, Body>,
+    http: Client<HttpsConnector<HttpConnector>, Body>,
     /// "http://host:port", no trailing slash.
     origin: String,
     /// The path the URL gives ("" or "/prefix").
@@ -53,31 +55,38 @@ pub struct Dav {
 }
 
 impl Dav {
-    /// A client for `url` ("http://127.0.0.1:8080" or with a path prefix).
-    pub fn new(url: &str, auth: Option<(String, String)>) -> Result<Dav, CliError> {
+    /// A client for `url` ("http://127.0.0.1:8080", "https://…", with a
+    /// path prefix or not). Over https the server's certificate must chain
+    /// to `ca_cert` (PEM) if given, else to the system's roots.
+    pub fn new(
+        url: &str,
+        auth: Option<(String, String)>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Dav, CliError> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| CliError::usage(format!("--url {url:?} is not a URL: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(CliError::usage(format!(
-                    "--url {url}: https is not supported by the command line yet; \
-                     reach the gateway over http (e.g. on its loopback address)"
-                )));
-            }
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s.to_string(),
             _ => {
                 return Err(CliError::usage(format!(
-                    "--url {url:?}: give http://HOST:PORT"
+                    "--url {url:?}: give http://HOST:PORT or https://HOST:PORT"
                 )));
             }
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| CliError::usage(format!("--url {url:?} names no host")))?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let tls = tls_config(ca_cert)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build(connector);
@@ -89,7 +98,7 @@ impl Dav {
         });
         Ok(Dav {
             http,
-            origin: format!("http://{authority}"),
+            origin: format!("{scheme}://{authority}"),
             prefix: uri.path().trim_end_matches('/').to_string(),
             auth,
         })
@@ -251,6 +260,43 @@ impl Dav {
         }
         Ok(())
     }
+}
+
+/// TLS for https URLs: the roots in `ca_cert`, else the system's.
+fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<ClientConfig, CliError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let builder = ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| CliError::usage(format!("TLS: {e}")))?;
+    let config = match ca_cert {
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(CliError::usage(format!(
+                    "--ca-cert {}: no certificate in it",
+                    path.display()
+                )));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use hyper_rustls::ConfigBuilderExt;
+            builder
+                .with_native_roots()
+                .map_err(|e| {
+                    CliError::usage(format!("cannot read the system's certificates: {e}"))
+                })?
+                .with_no_client_auth()
+        }
+    };
+    Ok(config)
 }
 
 pub fn full(b: Bytes) -> Body {

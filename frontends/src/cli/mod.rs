@@ -49,7 +49,12 @@ pub struct Remote {
 impl Remote {
     /// A client of the gateway at `url`, as `user` (password from
     /// TESSERA_PASSWORD, else asked on the terminal).
-    pub fn connect(url: &str, user: Option<&str>, quiet: bool) -> Result<Remote, CliError> {
+    pub fn connect(
+        url: &str,
+        user: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+        quiet: bool,
+    ) -> Result<Remote, CliError> {
         let auth = match user {
             None => None,
             Some(u) => {
@@ -69,7 +74,7 @@ impl Remote {
             }
         };
         Ok(Remote {
-            dav: Dav::new(url, auth)?,
+            dav: Dav::new(url, auth, ca_cert)?,
             cwd: RemotePath::root(),
             quiet,
             user: user.map(str::to_string),
