@@ -148,3 +148,22 @@ fn servers_need_the_cluster_secret() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
 }
+
+/// `tessera completions SHELL` prints a script that completes the
+/// commands; an unknown shell is bad usage.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "complete -F _tessera"),
+        ("zsh", "#compdef tessera"),
+        ("fish", "complete -c tessera"),
+    ] {
+        let out = tessera(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("mkdir"), "{shell} does not complete mkdir");
+    }
+    let out = tessera(&["completions", "cmd.exe"]);
+    assert_eq!(out.status.code(), Some(2));
+}
