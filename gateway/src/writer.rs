@@ -43,6 +43,9 @@ pub struct ObjectWriter {
     /// A chunk failed: the object has a gap, so nothing more may be written
     /// to it or published.
     failed: bool,
+    /// The modification time to publish with (ns), else the time of
+    /// publishing.
+    mtime: Option<i64>,
 }
 
 impl std::fmt::Debug for ObjectWriter {
@@ -74,6 +77,7 @@ impl ObjectWriter {
             inflight: VecDeque::new(),
             done: false,
             failed: false,
+            mtime: None,
         })
     }
 
@@ -84,6 +88,13 @@ impl ObjectWriter {
 
     pub fn object(&self) -> ObjectRef {
         self.object
+    }
+
+    /// Publishes the file with modification time `ns` (nanoseconds since
+    /// the epoch; a client's own, such as a PUT's `X-OC-Mtime`) instead of
+    /// the time of publishing: one change in meta instead of two.
+    pub fn set_mtime(&mut self, ns: i64) {
+        self.mtime = Some(ns);
     }
 
     fn chunk_bytes(&self) -> usize {
@@ -182,13 +193,14 @@ impl ObjectWriter {
         }
         self.renew().await?;
         let meta = self.engine.meta();
+        let mtime = self.mtime.unwrap_or_else(now_ns);
         let inode = match &self.target {
             Target::Name { parent, name, mode } => {
-                meta.publish((*parent, name), self.object, self.size, *mode, now_ns())
+                meta.publish((*parent, name), self.object, self.size, *mode, mtime)
                     .await?
             }
             Target::Inode { ino, expect } => {
-                meta.swap_object(*ino, *expect, self.object, self.size, now_ns())
+                meta.swap_object(*ino, *expect, self.object, self.size, mtime)
                     .await?
             }
         };

@@ -105,6 +105,21 @@ impl DavFs {
             .is_some()
     }
 
+    /// A whole-file upload publishes with the modification time the PUT
+    /// gave (see [`DavFs::windows_patch`]), so nothing is left to apply
+    /// after it.
+    fn take_put_mtime(&self) -> Option<i64> {
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        match w.as_ref() {
+            Some((Some(ns), keep)) if keep.is_empty() => {
+                let ns = *ns;
+                *w = None;
+                Some(ns)
+            }
+            _ => None,
+        }
+    }
+
     fn take_windows(&self) -> Option<WindowsPatch> {
         self.windows
             .lock()
@@ -490,7 +505,10 @@ impl DavFs {
                 Some(i) => (i.object.seed, i.mode),
                 None => (seed_for_path(&p), 0o644),
             };
-            let writer = self.fs.replace(parent.ino, &name, seed, mode).await?;
+            let mut writer = self.fs.replace(parent.ino, &name, seed, mode).await?;
+            if let Some(ns) = self.take_put_mtime() {
+                writer.set_mtime(ns);
+            }
             return Ok(Box::new(File::Upload {
                 writer: Some(writer),
                 expected: options.size,

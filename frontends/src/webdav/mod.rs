@@ -391,6 +391,11 @@ pub async fn serve_request(
     {
         own = own.copying(&src, &dest);
     }
+    if let Some(ns) = put_mtime {
+        // Taken by the upload, which publishes with it; what is left after
+        // the request (a ranged PUT) is applied below.
+        own.windows_patch(Some(ns), Vec::new());
+    }
     let ls = locks::MetaLs::new(own.clone(), principal.clone());
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let req = req.map(|b| DrainOnDrop {
@@ -437,11 +442,10 @@ pub async fn serve_request(
     {
         return text(status, msg);
     }
-    if let Some(ns) = put_mtime
+    if put_mtime.is_some()
         && resp.status().is_success()
         && let Some(path) = percent_decode(&raw_path).and_then(|p| String::from_utf8(p).ok())
     {
-        own.windows_patch(Some(ns), Vec::new());
         if let Err(e) = own.apply_windows_patch(&path).await {
             let (status, _) = errors::refine(StatusCode::INTERNAL_SERVER_ERROR, &e)
                 .unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, String::new()));
