@@ -1,6 +1,8 @@
 //! The command line against a gateway (real processes): `tessera put` of a
 //! large file next to `curl -T` to the same gateway in the same run, `put -r`
-//! and `get -r` of many small files, and `ls` of a large directory.
+//! and `get -r` of many small files (against those processes and against
+//! `tessera up`, curl's pace for the same files beside each), and `ls` of a
+//! large directory.
 //!
 //! `cargo bench -p tessera-integration --bench cli` (CLI_MIB sets the large
 //! file's size, default 1024; needs curl).
@@ -11,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tessera_integration::data::pseudo_random;
-use tessera_integration::procs::{ProcCluster, R2W2Q1, binary};
+use tessera_integration::procs::{Proc, ProcCluster, R2W2Q1, binary};
 
 fn tessera(url: &str, args: &[&str]) -> Duration {
     let started = Instant::now();
@@ -68,6 +70,52 @@ fn small_files(dir: &Path, n: usize) {
     }
 }
 
+/// `put -r` of the files in `small` (2000 of them), again when all are
+/// there, `curl -Z` of the same files as the gateway's own pace, and
+/// `get -r` back into `back`.
+fn small_round(url: &str, small: &Path, back: &Path) {
+    let took = tessera(url, &["put", "-r", small.to_str().unwrap(), "/small"]);
+    println!(
+        "  put -r 2000 x 4 KiB: {:.0} files/s ({:.2} s)",
+        2000.0 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    // Run again onto the parent: /small exists, every file is skipped.
+    let again = tessera(url, &["put", "-r", small.to_str().unwrap(), "/"]);
+    println!(
+        "  put -r again, all there already: {:.0} files/s ({:.2} s)",
+        2000.0 / again.as_secs_f64(),
+        again.as_secs_f64()
+    );
+    // The server's own pace for the same files: one curl, as many at a time.
+    curl(&["-X", "MKCOL", &format!("{url}/curl-small/")]);
+    let names: Vec<String> = (0..2000).map(|i| format!("f{i:05}")).collect();
+    let started = Instant::now();
+    let glob = format!("{{{}}}", names.join(","));
+    let out = Command::new("curl")
+        .current_dir(small)
+        .args(["-sS", "--fail", "-Z", "--parallel-max", "32", "-T", &glob])
+        .arg(format!("{url}/curl-small/"))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = started.elapsed();
+    println!(
+        "    baseline, curl -Z (32 at a time) of the same 2000 files: {:.0} files/s",
+        2000.0 / took.as_secs_f64()
+    );
+    let took = tessera(url, &["get", "-r", "/small", back.to_str().unwrap()]);
+    println!(
+        "  get -r 2000 x 4 KiB: {:.0} files/s ({:.2} s)",
+        2000.0 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+}
+
 fn main() {
     let mib: usize = std::env::var("CLI_MIB")
         .ok()
@@ -102,50 +150,33 @@ fn main() {
     );
     std::fs::remove_file(&big).unwrap();
 
-    // 2000 files of 4 KiB up and back.
+    // 2000 files of 4 KiB up and back, here and against `tessera up`.
     let small = dir.path().join("small");
     small_files(&small, 2000);
-    let took = tessera(url, &["put", "-r", small.to_str().unwrap(), "/small"]);
-    println!(
-        "put -r 2000 x 4 KiB: {:.0} files/s ({:.2} s)",
-        2000.0 / took.as_secs_f64(),
-        took.as_secs_f64()
-    );
-    // Run again onto the parent: /small exists, every file is skipped.
-    let again = tessera(url, &["put", "-r", small.to_str().unwrap(), "/"]);
-    println!(
-        "put -r again, all there already: {:.0} files/s ({:.2} s)",
-        2000.0 / again.as_secs_f64(),
-        again.as_secs_f64()
-    );
-    // The server's own pace for the same files: one curl, as many at a time.
-    curl(&["-X", "MKCOL", &format!("{url}/curl-small/")]);
-    let names: Vec<String> = (0..2000).map(|i| format!("f{i:05}")).collect();
-    let started = Instant::now();
-    let glob = format!("{{{}}}", names.join(","));
-    let out = Command::new("curl")
-        .current_dir(&small)
-        .args(["-sS", "--fail", "-Z", "--parallel-max", "32", "-T", &glob])
-        .arg(format!("{url}/curl-small/"))
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let took = started.elapsed();
-    println!(
-        "  baseline, curl -Z (32 at a time) of the same 2000 files: {:.0} files/s",
-        2000.0 / took.as_secs_f64()
-    );
-    let back = dir.path().join("back");
-    let took = tessera(url, &["get", "-r", "/small", back.to_str().unwrap()]);
-    println!(
-        "get -r 2000 x 4 KiB: {:.0} files/s ({:.2} s)",
-        2000.0 / took.as_secs_f64(),
-        took.as_secs_f64()
-    );
+    println!("separate processes (meta, 3 datanodes, gateway):");
+    small_round(url, &small, &dir.path().join("back"));
+    {
+        let up_dir = tempfile::tempdir().unwrap();
+        let data = up_dir.path().join("data");
+        let up = Proc::start_until(
+            "up",
+            &[
+                "up",
+                "--webdav",
+                "127.0.0.1:0",
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            up_dir.path(),
+            "WebDAV on ",
+        );
+        println!("tessera up (one process, the README's start):");
+        small_round(
+            &format!("http://{}", up.addr),
+            &small,
+            &up_dir.path().join("back"),
+        );
+    }
 
     // ls of a 5000-entry directory, best of five (the process included).
     let many = dir.path().join("many");
