@@ -3,6 +3,7 @@
 //! Headers are postcard; block bytes travel as raw payload after them
 //! ([`crate::wire`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use tessera_rpc::{Client, Payload, Service, Transport};
 
 use crate::DatanodeError;
 use crate::block::*;
+use crate::combine::{self, Combiner, SMALL_PUT, Waiting};
 use crate::store::{BlockStore, StoreStats};
 use crate::wire::{self, PutItem};
 
@@ -186,6 +188,9 @@ pub enum CallError {
 #[derive(Clone)]
 pub struct DatanodeClient {
     rpc: Client<DatanodeService>,
+    /// Small puts waiting to share a call (see [`crate::combine`]); shared
+    /// by the clones of this client.
+    combiner: Arc<Combiner>,
 }
 
 /// Default per-call timeout for datanode calls.
@@ -195,6 +200,7 @@ impl DatanodeClient {
     pub fn new(transport: &Transport, addr: &str, timeout: Duration) -> Self {
         DatanodeClient {
             rpc: transport.client(addr, timeout),
+            combiner: Arc::default(),
         }
     }
 
@@ -206,6 +212,7 @@ impl DatanodeClient {
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         DatanodeClient {
             rpc: self.rpc.with_timeout(timeout),
+            combiner: self.combiner.clone(),
         }
     }
 
@@ -220,7 +227,53 @@ impl DatanodeClient {
 
     /// Stores the blocks of `segments` (see [`wire::put_segment`]), segment
     /// `n` in replica role `roles[n]`; one result per block, in segment order.
+    ///
+    /// A small put made while other calls are out to this datanode shares
+    /// a call with the puts that came meanwhile ([`crate::combine`]).
     pub async fn put(
+        &self,
+        segments: Payload,
+        roles: Vec<u8>,
+        blocks: usize,
+    ) -> Result<Vec<PutResult>, CallError> {
+        let bytes: usize = segments.iter().map(Bytes::len).sum();
+        if bytes > SMALL_PUT {
+            return self.put_now(segments, roles, blocks).await;
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let waiting = Waiting {
+            segments,
+            roles,
+            blocks,
+            bytes,
+            done,
+        };
+        if let Some(batch) = self.combiner.enqueue(waiting) {
+            let client = self.clone();
+            // A task of its own: the call must finish (and hand the next
+            // batch on) even if the caller that started it gives up.
+            tokio::spawn(async move {
+                let mut batch = batch;
+                loop {
+                    let (segments, roles, blocks) = combine::join(&mut batch);
+                    let result = client.put_now(segments, roles, blocks).await;
+                    combine::answer(batch, result);
+                    match client.combiner.next() {
+                        Some(next) => batch = next,
+                        None => break,
+                    }
+                }
+            });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(CallError::Unexpected(
+                "the call carrying this put was dropped".into(),
+            ))
+        })
+    }
+
+    /// One put call of its own.
+    async fn put_now(
         &self,
         segments: Payload,
         roles: Vec<u8>,

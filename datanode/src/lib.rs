@@ -26,6 +26,7 @@
 
 pub mod api;
 pub mod block;
+mod combine;
 pub mod extent;
 mod file;
 pub mod heal;

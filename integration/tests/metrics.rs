@@ -212,3 +212,46 @@ async fn the_endpoint_answers_only_get_metrics() {
         ) >= 1.0
     );
 }
+
+/// Small files uploaded at once share calls to the datanodes (see
+/// `tessera_datanode::combine`): the datanodes serve fewer puts than the
+/// files would make one by one, and every file reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_uploads_share_datanode_calls() {
+    let c = ProcCluster::start(3, R2W2Q1);
+    let http = Http::new(&c.gateway_addr());
+    let files = 96usize;
+    // 4 KiB each: eight blocks over the three nodes, so one file alone
+    // puts to every node.
+    let uploads = (0..files).map(|i| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .put(&format!("/s{i}.bin"), pseudo_random(i as u64, 4096))
+                .await
+                .unwrap();
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        }
+    });
+    futures::future::join_all(uploads).await;
+    let mut served = 0.0;
+    for i in 0..3 {
+        let s = Scrape::get(&dn(&c, i).metrics_addr()).await;
+        served += s.sum(
+            "tessera_rpc_served_calls_total",
+            &[("service", "datanode"), ("call", "put")],
+        );
+    }
+    let alone = (3 * files) as f64;
+    assert!(
+        served > 0.0 && served < alone * 0.75,
+        "{served} datanode puts for {files} files uploaded at once (one by one: {alone})"
+    );
+    for i in 0..files {
+        let got = http.get(&format!("/s{i}.bin")).await.unwrap();
+        assert!(
+            got.body[..] == pseudo_random(i as u64, 4096)[..],
+            "s{i}.bin"
+        );
+    }
+}
