@@ -6,6 +6,31 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// What one run of the `tessera` binary did.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `tessera <args>` to the end with `env` set (and `TESSERA_URL`,
+/// `TESSERA_USER` unset unless given), and returns what it did.
+pub fn run_tessera(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("TESSERA_URL")
+        .env_remove("TESSERA_USER")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run tessera");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// The `tessera` binary next to the test executable, brought up to date
 /// once per test process (a no-op when it is): a test run of one package
 /// alone would otherwise drive a binary built from older sources.

@@ -7,26 +7,10 @@ use std::process::Command;
 
 use serde_json::Value;
 use tessera_integration::data::pseudo_random;
-use tessera_integration::procs::{ProcCluster, R2W2Q1, binary};
-
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use tessera_integration::procs::{ProcCluster, R2W2Q1, Ran, binary, run_tessera};
 
 fn run(url: &str, args: &[&str]) -> Ran {
-    let out = Command::new(binary())
-        .args(args)
-        .env("TESSERA_URL", url)
-        .env_remove("TESSERA_USER")
-        .output()
-        .expect("run tessera");
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_tessera(args, &[("TESSERA_URL", url)])
 }
 
 /// Runs and expects success with nothing on stderr (no terminal: no noise).

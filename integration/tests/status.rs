@@ -1,30 +1,15 @@
 //! `tessera status`: heartbeats, datanode states and blocked writes, through
 //! the real binary against a cluster of processes (killed with SIGKILL).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_integration::data::pseudo_random;
 use tessera_integration::http::{Http, StatusCode};
-use tessera_integration::procs::{ProcCluster, R2W2Q1, binary};
-
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use tessera_integration::procs::{ProcCluster, R2W2Q1, Ran, run_tessera};
 
 fn tessera(args: &[&str]) -> Ran {
-    let out = Command::new(binary())
-        .args(args)
-        .output()
-        .expect("run tessera");
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_tessera(args, &[])
 }
 
 fn status(c: &ProcCluster, json: bool) -> Ran {

@@ -299,6 +299,16 @@ fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<ClientConfig, CliErro
     Ok(config)
 }
 
+/// The body of an answer read for its error message: whatever arrived
+/// (nothing if it broke off), since the status already says it failed.
+pub async fn error_body(resp: Response<Incoming>) -> Bytes {
+    resp.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 pub fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed()
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::io::AsyncWriteExt;
 
-use super::dav::{Entry, empty};
+use super::dav::{Entry, empty, error_body};
 use super::listing::walk;
 use super::path::RemotePath;
 use super::{CliError, Remote};
@@ -217,12 +217,7 @@ pub async fn put_file(
         .headers()
         .get("x-oc-mtime")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"accepted"));
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = error_body(resp).await;
     match status {
         s if s.is_success() => {}
         StatusCode::CONFLICT => {
@@ -450,12 +445,7 @@ async fn get_file(
     let resp = r.dav.send(Method::GET, remote, false, &[], empty()).await?;
     if resp.status() != StatusCode::OK {
         let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = error_body(resp).await;
         return Err(r.refused(remote, status, &body).await);
     }
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty())
@@ -520,12 +510,7 @@ pub async fn cat(r: &Remote, remote: &RemotePath) -> Result<(), CliError> {
     let resp = r.dav.send(Method::GET, remote, false, &[], empty()).await?;
     let status = resp.status();
     if status != StatusCode::OK {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = error_body(resp).await;
         return Err(match status {
             StatusCode::METHOD_NOT_ALLOWED => CliError::failed(remote.as_str(), "is a directory"),
             s => r.refused(remote, s, &body).await,
